@@ -1,0 +1,188 @@
+"""Stage featurize: every chunk of the chunk table -> a float16 log-mel array on disk.
+
+Worker processes decode each recording once (mono, resampled to data.sample_rate) and cut its
+chunks; the main process computes log-mels in batches (on CUDA when there is one) and streams them
+into a memory-mapped .npy file, so memory use does not grow with the size of the dataset.
+Normalisation statistics come from the train split only.
+
+    python -m stages.featurize --params params.yaml --chunks data/prepared/chunks.csv --out data/features \
+        --report reports/featurize_report.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from stages.atomic import atomic_path, write_json
+from stages.audio import LogMel, cut_chunk, decode_mono, n_frames
+from stages.devices import resolve_device
+from stages.params import DataParams, FeatureParams, ParamsError, load_params
+from stages.problems import Problems
+
+RELEASE_EVERY_BYTES = 64 * 2**20
+
+
+class RecordingChunks(torch.utils.data.Dataset):
+    """One item per audio file: the ids of its chunks and their waveforms [chunks, samples]."""
+
+    def __init__(self, chunks: pd.DataFrame, root: Path, p: DataParams):
+        self.groups = [group for _, group in chunks.groupby("path", sort=False)]
+        self.root = root
+        self.p = p
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> dict:
+        group = self.groups[index]
+        path = self.root / group["path"].iloc[0]
+        item = {"path": str(path), "chunk_ids": group["chunk_id"].tolist(), "error": None,
+                "audio_seconds": 0.0, "waves": None}
+        try:
+            wave = decode_mono(path, self.p.sample_rate)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
+            item["error"] = f"cannot decode audio ({err})"
+            return item
+        if len(wave) == 0:
+            item["error"] = "decoded audio has no samples"
+            return item
+        item["audio_seconds"] = len(wave) / self.p.sample_rate
+        item["waves"] = torch.stack([
+            cut_chunk(wave, start, audio_s, self.p.sample_rate, self.p.chunk_samples)
+            for start, audio_s in zip(group["start_s"], group["audio_s"])])
+        return item
+
+
+class FeatureWriter:
+    """Streams rows into a memory-mapped .npy file without keeping written pages resident."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int]):
+        self.array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=shape)
+        self.row_bytes = shape[1] * shape[2] * 2
+        self.unreleased_bytes = 0
+
+    def write(self, rows: np.ndarray, values: np.ndarray) -> None:
+        self.array[rows] = values
+        self.unreleased_bytes += len(rows) * self.row_bytes
+        if self.unreleased_bytes >= RELEASE_EVERY_BYTES:
+            self.release()
+
+    def release(self) -> None:
+        # Written pages of a file mapping count towards RSS until dropped; flush them to the file,
+        # then tell the kernel this process no longer needs them (the data stays in the file).
+        self.array.flush()
+        self.array._mmap.madvise(mmap.MADV_DONTNEED)
+        self.unreleased_bytes = 0
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array
+
+
+def check_feature_params(p: FeatureParams, sample_rate: int) -> None:
+    if p.win_length(sample_rate) > p.n_fft:
+        raise ParamsError(f"features.win_ms: a {p.win_ms} ms window is {p.win_length(sample_rate)} "
+                          f"samples, longer than features.n_fft ({p.n_fft})")
+    if p.fmax > sample_rate / 2:
+        raise ParamsError(f"features.fmax: {p.fmax} Hz is above the Nyquist frequency "
+                          f"({sample_rate / 2} Hz) of data.sample_rate")
+
+
+def featurize(chunks: pd.DataFrame, root: Path, data: DataParams, fp: FeatureParams, out: Path,
+              problems: Problems) -> dict:
+    check_feature_params(fp, data.sample_rate)
+    device = resolve_device(fp.device)
+    frontend = LogMel(fp, data.sample_rate).to(device)
+    frames = n_frames(data.chunk_samples, fp.hop_length(data.sample_rate))
+    writer = FeatureWriter(out / "features.npy", (len(chunks), fp.n_mels, frames))
+    valid = np.zeros(len(chunks), dtype=bool)
+    is_train = (chunks["split"] == "train").to_numpy()
+    train_sum = np.zeros(2, dtype=np.float64)  # sum and sum of squares over train values
+    train_count = 0
+    audio_seconds = 0.0
+
+    loader = torch.utils.data.DataLoader(
+        RecordingChunks(chunks, root, data), batch_size=None, num_workers=fp.workers,
+        worker_init_fn=_one_thread_per_worker)
+    started = time.perf_counter()
+    for item in tqdm(loader, desc="featurize", unit="file"):
+        if item["error"] is not None:
+            problems.skip(item["path"], None, item["error"])
+            continue
+        audio_seconds += item["audio_seconds"]
+        chunk_ids = np.asarray(item["chunk_ids"])
+        for begin in range(0, len(chunk_ids), fp.batch_size):
+            rows = chunk_ids[begin:begin + fp.batch_size]
+            with torch.no_grad():
+                mels = frontend(item["waves"][begin:begin + fp.batch_size].to(device)).cpu()
+            writer.write(rows, mels.numpy().astype(np.float16))
+            valid[rows] = True
+            train_rows = is_train[rows]
+            if train_rows.any():
+                # Statistics of the stored float16 values: what training will actually see.
+                values = mels[torch.from_numpy(train_rows)].to(torch.float16).double()
+                train_sum += [values.sum().item(), values.square().sum().item()]
+                train_count += values.numel()
+    elapsed = time.perf_counter() - started
+    writer.close()
+
+    if train_count == 0:
+        raise ValueError("featurize: no train chunk could be decoded; nothing to compute statistics on")
+    mean = train_sum[0] / train_count
+    std = float(np.sqrt(max(train_sum[1] / train_count - mean**2, 0.0)))
+    pd.DataFrame({"chunk_id": chunks["chunk_id"], "valid": valid.astype(int)}).to_csv(
+        out / "index.csv", index=False)
+    write_json(out / "stats.json", {"mean": mean, "std": std, "n_values": train_count,
+                                    "shape": [len(chunks), fp.n_mels, frames]})
+    return {
+        "device": str(device),
+        "files": len(loader.dataset),
+        "chunks": int(len(chunks)),
+        "chunks_valid": int(valid.sum()),
+        "audio_seconds": round(audio_seconds, 2),
+        "wall_seconds": round(elapsed, 2),
+        "audio_seconds_per_second": round(audio_seconds / elapsed, 1),
+        "peak_rss_mib_main": round(_peak_rss_mib(resource.RUSAGE_SELF), 1),
+        "peak_rss_mib_largest_worker": round(_peak_rss_mib(resource.RUSAGE_CHILDREN), 1),
+        "skipped": problems.skipped,
+    }
+
+
+def _one_thread_per_worker(_: int) -> None:
+    torch.set_num_threads(1)  # the workers already run in parallel; more threads only contend
+
+
+def _peak_rss_mib(who: int) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--chunks", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    chunks = pd.read_csv(args.chunks)
+    problems = Problems(strict=params.data.strict)
+    with atomic_path(args.out) as tmp:
+        tmp.mkdir()
+        report = featurize(chunks, Path(params.data.root), params.data, params.features, tmp, problems)
+    write_json(args.report, report)
+    print(f"featurize: {report['chunks_valid']}/{report['chunks']} chunks, "
+          f"{report['audio_seconds_per_second']} audio s per s, peak RSS {report['peak_rss_mib_main']} MiB")
+
+
+if __name__ == "__main__":
+    main()
