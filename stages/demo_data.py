@@ -190,10 +190,11 @@ def generate_soundscapes(p: DemoParams, shapes: list[CallShape], out: Path,
             if rng.random() >= p.soundscape_nocall_fraction:
                 n_birds = 1 + int(rng.random() < 0.25)
                 for species_index in rng.choice(p.n_species, n_birds, replace=False):
-                    # Keep calls inside the window so each row's label is exact.
-                    start = end - 5 + rng.uniform(0.2, 3.5)
-                    place_calls(audio, np.array([start]), shapes[int(species_index)], 0.3,
-                                p.sample_rate, rng)
+                    # Keep calls inside the window (with a small margin) so each row's label is exact.
+                    shape = shapes[int(species_index)]
+                    call_seconds = shape.syllables * (shape.syllable_seconds + shape.gap_seconds) * 1.05
+                    start = end - 5 + rng.uniform(0.1, max(0.2, 4.9 - call_seconds))
+                    place_calls(audio, np.array([start]), shape, 0.3, p.sample_rate, rng)
                     birds.append(codes[int(species_index)])
             rows.append({
                 "row_id": f"{audio_id}_{site}_{end}",

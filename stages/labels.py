@@ -26,7 +26,8 @@ def parse_secondary_labels(text: object) -> list[str]:
         return []
     try:
         value = ast.literal_eval(text)  # parses literals only; never runs code
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        # TypeError: "{['a']: 1}" (unhashable key); MemoryError/RecursionError: deeply nested input.
         raise MalformedLabels(f"expected a list like ['amerob'], got {text!r}") from None
     if not isinstance(value, list) or not all(isinstance(code, str) for code in value):
         raise MalformedLabels(f"expected a list of species codes, got {text!r}")

@@ -145,6 +145,8 @@ class ModelParams:
 
     def check(self, key: str) -> None:
         _require(self.lr_scale > 0, f"{key}.lr_scale", "must be > 0")
+        _require(self.pretrained != "", f"{key}.pretrained",
+                 "is empty; use false, true or the path of a checkpoint file")
 
 
 @dataclass(frozen=True)

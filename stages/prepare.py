@@ -30,14 +30,15 @@ METADATA_REQUIRED = ["primary_label", "secondary_labels", "filename", "rating"]
 SOUNDSCAPE_REQUIRED = ["row_id", "site", "audio_id", "seconds", "birds"]
 SOUNDSCAPE_WINDOW_SECONDS = 5.0  # the competition scores 5 s windows
 CHUNK_COLUMNS = ["chunk_id", "split", "path", "start_s", "audio_s", "target_row", "item_id"]
+OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255  # header, segment table, 255 segments of 255 bytes
 
 
 def chunk_windows(duration: float, chunk: float, hop: float, min_remainder: float,
                   max_chunks: int) -> list[tuple[float, float]]:
     """(start, seconds of real audio) for each chunk of a recording.
 
-    Full chunks every `hop` seconds, then the tail if at least `min_remainder` long (zero-padded
-    later). Long recordings keep `max_chunks` chunks spread evenly over the whole recording, so the
+    Full chunks every `hop` seconds, then the tail if it holds at least `min_remainder` seconds
+    and reaches past the last full chunk (zero-padded later). Long recordings keep `max_chunks` chunks spread evenly over the whole recording, so the
     kept pieces are not all from its start.
     """
     windows = []
@@ -46,7 +47,8 @@ def chunk_windows(duration: float, chunk: float, hop: float, min_remainder: floa
         windows.append((start, chunk))
         start += hop
     tail = duration - start
-    if tail >= min_remainder and start < duration:
+    covered_until = windows[-1][0] + chunk if windows else 0.0
+    if tail >= min_remainder and duration > covered_until + 1e-9:
         windows.append((start, tail))
     if len(windows) > max_chunks:
         keep = np.linspace(0, len(windows) - 1, max_chunks).round().astype(int)
@@ -62,7 +64,7 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
         table = pd.read_csv(path)
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{path}: the file is empty; expected a CSV with columns {required}") from None
-    except pd.errors.ParserError as err:
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: not a readable CSV ({err})") from None
     missing = [column for column in required if column not in table.columns]
     if missing:
@@ -86,7 +88,31 @@ def audio_duration(path: Path, root: Path) -> tuple[float | None, str | None]:
         return None, f"not a readable audio file ({err})"
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "audio header reports no samples"
+    if info.format == "OGG" and not ogg_ends_with_eos_page(path):
+        return None, "truncated Ogg file (it does not end with an end-of-stream page)"
     return info.frames / info.samplerate, None
+
+
+def ogg_ends_with_eos_page(path: Path) -> bool:
+    """True when the file ends with a whole Ogg page flagged end-of-stream.
+
+    libsndfile reads a truncated Ogg file (say, an interrupted download) without complaint, as a
+    shorter recording; the missing end-of-stream page at its end is what gives it away.
+    """
+    with path.open("rb") as file:
+        size = file.seek(0, 2)
+        file.seek(max(0, size - OGG_MAX_PAGE_BYTES))
+        tail = file.read()
+    position = tail.rfind(b"OggS")
+    while position >= 0:  # "OggS" can also occur inside packet data: keep the page ending at EOF
+        header = tail[position:position + 27]
+        if len(header) == 27:
+            segments = tail[position + 27:position + 27 + header[26]]
+            if (len(segments) == header[26]
+                    and position + 27 + len(segments) + sum(segments) == len(tail)):
+                return bool(header[5] & 0x04)
+        position = tail.rfind(b"OggS", 0, position)
+    return False
 
 
 def read_recordings(root: Path, p: DataParams, problems: Problems) -> pd.DataFrame:
@@ -97,7 +123,12 @@ def read_recordings(root: Path, p: DataParams, problems: Problems) -> pd.DataFra
     n_below_rating = 0
     for line, row in tqdm(enumerate(metadata.itertuples(index=False), start=2), total=len(metadata),
                           desc="prepare: reading headers", unit="file"):
-        if float(row.rating) < p.min_rating:
+        try:
+            rating = float(row.rating)
+        except (TypeError, ValueError):
+            problems.skip(metadata_name, line, f"rating {row.rating!r} is not a number")
+            continue
+        if rating < p.min_rating:
             n_below_rating += 1
             continue
         primary = normalize_code(str(row.primary_label)) if isinstance(row.primary_label, str) else ""
@@ -150,7 +181,11 @@ def read_soundscape_windows(root: Path, p: DataParams, problems: Problems) -> pd
     labels = read_table(labels_path, SOUNDSCAPE_REQUIRED)
     files = {}
     for path in sorted((root / SOUNDSCAPE_DIR).glob("*.ogg")):
-        audio_id, site = path.name.split("_")[:2]
+        parts = path.stem.split("_")
+        if len(parts) < 2:
+            problems.skip(str(path), None, "file name is not <audio_id>_<SITE>_<YYYYMMDD>.ogg")
+            continue
+        audio_id, site = parts[:2]
         files[(audio_id, site)] = path
     durations: dict[Path, tuple[float | None, str | None]] = {}
     windows = []

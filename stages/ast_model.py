@@ -1,0 +1,149 @@
+"""AST: the Audio Spectrogram Transformer (Gong, Chung & Glass, Interspeech 2021) on DeiT-tiny.
+
+A log-mel spectrogram is cut into overlapping patches, each patch becomes a token, and a DeiT
+transformer (CLS and distillation tokens included) classifies the sequence. Optionally, PaSST's
+structured patchout (Koutini et al., 2021) drops whole rows and columns of patches during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import timm
+import torch
+from torch import Tensor, nn
+
+DEIT_TINY = "deit_tiny_distilled_patch16_224"
+POS_EMBED_INTERPOLATIONS = ("bilinear", "nearest", "reinit")
+
+
+@dataclass(frozen=True)
+class ASTOptions:
+    """AST knobs from params.yaml (`models.<name>.options`); the defaults are the paper's."""
+    patch_freq: int = 16
+    patch_time: int = 16
+    fstride: int = 10
+    tstride: int = 10
+    patchout_freq: float = 0.0      # fraction of frequency rows of patches dropped in training
+    patchout_time: float = 0.0      # fraction of time columns of patches dropped in training
+    pos_embed_interp: str = "bilinear"  # how ImageNet position embeddings are stretched
+
+    def __post_init__(self) -> None:
+        for key in ("patch_freq", "patch_time", "fstride", "tstride"):
+            value = getattr(self, key)
+            # bool is an int in Python, but `patch_freq: true` is surely a typo.
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"AST option {key}: must be a positive integer, got {value!r}")
+        for key in ("patchout_freq", "patchout_time"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"AST option {key}: must be a number in [0, 1), got {value!r}")
+        if self.pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
+            raise ValueError(f"AST option pos_embed_interp: must be one of "
+                             f"{list(POS_EMBED_INTERPOLATIONS)}, got {self.pos_embed_interp!r}")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | None) -> ASTOptions:
+        options = dict(options or {})
+        allowed = [field.name for field in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"Unknown AST option(s) {unknown}; allowed options: {allowed}")
+        return cls(**options)
+
+
+def patch_grid_size(n_mels: int, n_frames: int, options: ASTOptions) -> tuple[int, int]:
+    """(frequency, time) number of patches the convolution produces for an n_mels x n_frames input."""
+    if n_mels < options.patch_freq or n_frames < options.patch_time:
+        raise ValueError(f"AST patches of {options.patch_freq} x {options.patch_time} do not fit "
+                         f"a {n_mels} x {n_frames} spectrogram")
+    return ((n_mels - options.patch_freq) // options.fstride + 1,
+            (n_frames - options.patch_time) // options.tstride + 1)
+
+
+def structured_patchout(grid: Tensor, drop_freq: float, drop_time: float) -> Tensor:
+    """Drop random whole frequency rows and time columns of a [batch, f, t, dim] patch grid.
+
+    The same rows and columns go for the whole batch, so what is left is a smaller dense grid: the
+    transformer really runs on fewer tokens, which is where PaSST's training speed-up comes from.
+    Which patches were dropped needs no bookkeeping: position embeddings are already added.
+    """
+    kept_rows = _random_kept_indices(grid.shape[1], drop_freq, grid.device)
+    kept_cols = _random_kept_indices(grid.shape[2], drop_time, grid.device)
+    return grid[:, kept_rows][:, :, kept_cols]
+
+
+def _random_kept_indices(size: int, drop_fraction: float, device: torch.device) -> Tensor:
+    n_kept = size - int(size * drop_fraction)  # drop_fraction < 1 keeps at least one
+    return torch.randperm(size, device=device)[:n_kept]
+
+
+class OverlappingPatchEmbed(nn.Module):
+    """Projects (possibly overlapping) patches of a 1-channel spectrogram to embedding vectors.
+
+    timm's PatchEmbed has no stride argument, and AST's patches overlap (stride 10 < size 16).
+    """
+
+    def __init__(self, patch_size: tuple[int, int], stride: tuple[int, int], embed_dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, embed_dim, kernel_size=patch_size, stride=stride)
+
+    def forward(self, image: Tensor) -> Tensor:
+        """[batch, 1, n_mels, n_frames] -> patch grid [batch, f, t, embed_dim]."""
+        return self.proj(image).permute(0, 2, 3, 1)
+
+
+class AST(nn.Module):
+    """Audio Spectrogram Transformer: [batch, n_mels, n_frames] -> logits [batch, num_classes].
+
+    Parameter names follow timm's DeiT (patch_embed.proj, cls_token, dist_token, pos_embed,
+    blocks, norm), so ImageNet weights map onto it key by key (see stages/pretrained.py).
+    """
+
+    def __init__(self, num_classes: int, n_mels: int, n_frames: int,
+                 options: ASTOptions | None = None):
+        super().__init__()
+        options = options or ASTOptions()
+        self.options = options
+        self.grid_size = patch_grid_size(n_mels, n_frames, options)
+        # Borrow DeiT-tiny's transformer; its 1000-class heads are not kept, so the parameters
+        # counted and trained are exactly this model's.
+        deit = timm.create_model(DEIT_TINY, pretrained=False, num_classes=0)
+        embed_dim = deit.embed_dim
+        self.num_prefix_tokens = deit.num_prefix_tokens  # CLS and distillation tokens
+        self.patch_embed = OverlappingPatchEmbed(
+            (options.patch_freq, options.patch_time), (options.fstride, options.tstride), embed_dim)
+        self.cls_token = deit.cls_token
+        self.dist_token = deit.dist_token
+        n_patches = self.grid_size[0] * self.grid_size[1]
+        self.pos_embed = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(1, self.num_prefix_tokens + n_patches, embed_dim),
+                                  std=0.02))
+        self.pos_drop = deit.pos_drop
+        self.blocks = deit.blocks
+        self.norm = deit.norm
+        self.head = nn.Sequential(nn.LayerNorm(embed_dim), nn.Linear(embed_dim, num_classes))
+
+    def embed(self, spectrogram: Tensor) -> Tensor:
+        """Tokens entering the transformer blocks: [batch, 2 + patches kept, embed_dim]."""
+        grid = self.patch_embed(spectrogram.unsqueeze(1))
+        if tuple(grid.shape[1:3]) != self.grid_size:
+            raise ValueError(f"AST built for a {self.grid_size} patch grid got an input of shape "
+                             f"{tuple(spectrogram.shape)}, which gives {tuple(grid.shape[1:3])}")
+        patch_pos = self.pos_embed[:, self.num_prefix_tokens:]
+        grid = grid + patch_pos.view(1, *self.grid_size, -1)
+        if self.training and (self.options.patchout_freq > 0 or self.options.patchout_time > 0):
+            grid = structured_patchout(grid, self.options.patchout_freq, self.options.patchout_time)
+        patches = grid.flatten(1, 2)
+        prefix = torch.cat([self.cls_token, self.dist_token], dim=1)
+        prefix = prefix + self.pos_embed[:, :self.num_prefix_tokens]
+        prefix = prefix.expand(patches.shape[0], -1, -1)
+        return self.pos_drop(torch.cat([prefix, patches], dim=1))
+
+    def forward(self, spectrogram: Tensor) -> Tensor:
+        tokens = self.norm(self.blocks(self.embed(spectrogram)))
+        # As in AST (and DeiT at inference), average the CLS and distillation token outputs.
+        pooled = (tokens[:, 0] + tokens[:, 1]) / 2
+        return self.head(pooled)

@@ -1,0 +1,144 @@
+"""Stage evaluate@<model>: score the best checkpoint on the valid chunks and on the soundscapes.
+
+Threshold rule: the call threshold is the value of evaluate.threshold_grid that maximises micro F1
+on the valid split (ties: the smaller one). The soundscapes are then scored with the competition's
+row-wise micro F1 at that threshold, and also at 0.5; a window with no class at or above the
+threshold is predicted `nocall`.
+
+    python -m stages.evaluate --params params.yaml --model ast_tiny --prepared data/prepared \
+        --features data/features --checkpoint models/ast_tiny/best.pt \
+        --metrics reports/metrics/ast_tiny.json --out reports/eval/ast_tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from stages import metrics
+from stages.atomic import atomic_path, write_json
+from stages.datasets import ChunkDataset, SplitData, load_split, read_classes, read_feature_stats
+from stages.devices import device_name, resolve_device
+from stages.models import create_model
+from stages.params import Params, load_params
+
+
+@torch.no_grad()
+def predict(model, dataset: ChunkDataset, n_classes: int, batch_size: int,
+            device: torch.device) -> tuple[np.ndarray, float]:
+    """Sigmoid scores [n, classes] and the seconds the forward passes took."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    model.eval()
+    scores, seconds = [], 0.0
+    for x, _ in loader:
+        started = time.perf_counter()
+        logits = model(x.to(device))
+        scores.append(torch.sigmoid(logits.float()).cpu())
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - started
+    if not scores:
+        return np.zeros((0, n_classes), dtype=np.float32), 0.0
+    return torch.cat(scores).numpy(), seconds
+
+
+def bce(targets: np.ndarray, scores: np.ndarray) -> float:
+    probabilities = torch.from_numpy(scores).double().clamp(1e-7, 1 - 1e-7)
+    return F.binary_cross_entropy(probabilities, torch.from_numpy(targets).double()).item()
+
+
+def valid_metrics(split: SplitData, scores: np.ndarray, classes: list[str], grid: list[float]) -> dict:
+    class_index = {code: i for i, code in enumerate(classes)}
+    primary = split.labels["primary_label"].map(class_index).to_numpy()
+    threshold, f1 = metrics.choose_threshold(split.targets, scores, grid)
+    return {
+        "chunks": len(scores),
+        "bce_loss": bce(split.targets, scores),
+        "map": metrics.mean_average_precision(split.targets, scores),
+        "lrap": metrics.label_ranking_ap(split.targets, scores),
+        "top1_accuracy": metrics.top1_accuracy(primary, scores),
+        "micro_f1": f1,
+        "threshold": threshold,
+    }
+
+
+def soundscape_metrics(split: SplitData, scores: np.ndarray, classes: list[str], threshold: float) -> dict:
+    truth = metrics.birds_strings_to_sets(split.labels["birds"])
+    at_threshold = metrics.predictions_to_label_sets(scores, classes, threshold)
+    at_half = metrics.predictions_to_label_sets(scores, classes, 0.5)
+    return {
+        "windows": len(scores),
+        "row_f1": metrics.birdclef_row_f1(truth, at_threshold),
+        "row_f1_at_0.5": metrics.birdclef_row_f1(truth, at_half),
+        "threshold": threshold,
+        "nocall_fraction_true": float(np.mean([s == {metrics.NOCALL} for s in truth])),
+        "nocall_fraction_predicted": float(np.mean([s == {metrics.NOCALL} for s in at_threshold])),
+    }
+
+
+def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: Path,
+             checkpoint: Path, out_dir: Path) -> dict:
+    mp = params.models[model_name]
+    device = resolve_device(params.train.device)
+    classes = read_classes(prepared_dir)
+    stats = read_feature_stats(features_dir)
+    n_mels, n_frames = stats["shape"][1:]
+    # The checkpoint already holds trained weights: don't ask for ImageNet weights again.
+    model = create_model(mp.arch, len(classes), n_mels, n_frames, False, mp.options)
+    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    model.to(device)
+
+    features = features_dir / "features.npy"
+    valid = load_split(prepared_dir, features_dir, "valid")
+    soundscape = load_split(prepared_dir, features_dir, "soundscape")
+    batch = params.evaluate.batch_size
+    valid_scores, valid_seconds = predict(
+        model, ChunkDataset(features, valid, stats["mean"], stats["std"]), len(classes), batch, device)
+    sound_scores, sound_seconds = predict(
+        model, ChunkDataset(features, soundscape, stats["mean"], stats["std"]), len(classes), batch, device)
+
+    result = {"valid": valid_metrics(valid, valid_scores, classes, params.evaluate.threshold_grid)}
+    threshold = result["valid"]["threshold"]
+    if len(sound_scores):
+        result["soundscape"] = soundscape_metrics(soundscape, sound_scores, classes, threshold)
+    windows = len(valid_scores) + len(sound_scores)
+    result["inference"] = {"windows_per_second": windows / max(valid_seconds + sound_seconds, 1e-9),
+                           "batch_size": batch, "device": device_name(device)}
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        metrics.per_class_average_precision(valid.targets, valid_scores, classes).to_csv(
+            tmp / "per_class_ap.csv", index=False)
+        predicted = metrics.predictions_to_label_sets(sound_scores, classes, threshold)
+        pd.DataFrame({"row_id": soundscape.labels["item_id"],
+                      "birds": metrics.label_sets_to_birds_strings(predicted)}).to_csv(
+            tmp / "submission.csv", index=False)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--prepared", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    result = evaluate(params, args.model, args.prepared, args.features, args.checkpoint, args.out)
+    write_json(args.metrics, result)
+    sound = result.get("soundscape", {})
+    print(f"evaluate@{args.model}: valid mAP {result['valid']['map']:.3f}, "
+          f"soundscape row F1 {sound.get('row_f1', float('nan')):.3f} at threshold {result['valid']['threshold']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Stage report: the side-by-side comparison of all trained models.
+
+Writes reports/summary.md (table + the reference experiment's figures for context),
+reports/comparison.csv (one row per model) and reports/loss_curves.png (works offline).
+
+    python -m stages.report --params params.yaml --train-dir reports/train --metrics-dir reports/metrics \
+        --out reports
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from stages.atomic import atomic_path, write_text  # noqa: E402
+from stages.params import load_params  # noqa: E402
+
+# (label in the table, column in comparison.csv, format)
+ROWS = [
+    ("device", "device", "{}"),
+    ("effective learning rate", "effective_lr", "{:.2e}"),
+    ("epochs", "epochs", "{:d}"),
+    ("wall-clock, all epochs (s)", "wall_clock_seconds", "{:.1f}"),
+    ("mean epoch time (s)", "mean_epoch_seconds", "{:.2f}"),
+    ("train samples/s", "train_samples_per_second", "{:.1f}"),
+    ("parameters (model as trained)", "params_total", "{:,}"),
+    ("peak memory (MiB)", "peak_memory_mib", "{:.0f}"),
+    ("min train loss", "min_train_loss", "{:.4g}"),
+    ("min valid loss", "min_valid_loss", "{:.4g}"),
+    ("valid mAP", "valid_map", "{:.3f}"),
+    ("valid top-1 accuracy", "valid_top1_accuracy", "{:.3f}"),
+    ("call threshold (chosen on valid)", "threshold", "{:.2f}"),
+    ("soundscape row-wise micro F1", "soundscape_row_f1", "{:.3f}"),
+    ("soundscape row-wise micro F1 at 0.5", "soundscape_row_f1_at_0.5", "{:.3f}"),
+    ("inference windows/s", "inference_windows_per_second", "{:.1f}"),
+]
+
+REFERENCE = """\
+### The reference experiment (from the brief, not produced by this pipeline)
+
+50 epochs, ImageNet-pretrained, Adam + CosineAnnealingLR, on an RTX 2080 Ti (11 GB):
+
+| | EfficientNet-B0 | AST-tiny |
+|---|---|---|
+| learning rate | 5e-4 | 1e-4 |
+| wall-clock, 50 epochs | 6 h | 9 h |
+| parameters | 4.5 M | 6.0 M (5.58 M as trained, plus two unused 1000-class DeiT heads) |
+| min train loss | 7.22e-4 | 7.23e-4 |
+| min valid loss | 4.07e-4 | 4.16e-4 |
+"""
+
+
+def read_history(live_dir: Path) -> pd.DataFrame:
+    """Per-epoch train/valid loss from DVCLive's TSV files."""
+    frames = []
+    for name in ("train_loss", "valid_loss"):
+        table = pd.read_csv(live_dir / "plots" / "metrics" / f"{name}.tsv", sep="\t")
+        frames.append(table.set_index("step")[name])
+    history = pd.concat(frames, axis=1).reset_index()
+    history["epoch"] = history.pop("step") + 1
+    return history
+
+
+def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
+    sound = evaluation.get("soundscape", {})
+    return {
+        "model": model,
+        "device": train_summary["device"],
+        "effective_lr": train_summary["effective_lr"],
+        "epochs": train_summary["epochs"],
+        "wall_clock_seconds": train_summary["wall_clock_seconds"],
+        "mean_epoch_seconds": train_summary["mean_epoch_seconds"],
+        "train_samples_per_second": train_summary["mean_train_samples_per_second"],
+        "params_total": train_summary["params_total"],
+        "peak_memory_mib": train_summary["peak_memory_mib"],
+        "min_train_loss": train_summary["min_train_loss"],
+        "min_valid_loss": train_summary["min_valid_loss"],
+        "valid_map": evaluation["valid"]["map"],
+        "valid_top1_accuracy": evaluation["valid"]["top1_accuracy"],
+        "threshold": evaluation["valid"]["threshold"],
+        "soundscape_row_f1": sound.get("row_f1", float("nan")),
+        "soundscape_row_f1_at_0.5": sound.get("row_f1_at_0.5", float("nan")),
+        "inference_windows_per_second": evaluation["inference"]["windows_per_second"],
+    }
+
+
+def summary_markdown(comparison: pd.DataFrame) -> str:
+    models = list(comparison["model"])
+    lines = ["# Model comparison", "",
+             "Produced by `dvc repro` (stage `report`) from the training and evaluation reports.", "",
+             "| | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for label, column, fmt in ROWS:
+        cells = [fmt.format(value) if pd.notna(value) else "n/a" for value in comparison[column]]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "![loss curves](loss_curves.png)", "", REFERENCE]
+    return "\n".join(lines)
+
+
+def plot_loss_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for color, (model, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
+        ax.plot(history["epoch"], history["train_loss"], color=color, marker="o", label=f"{model} train")
+        ax.plot(history["epoch"], history["valid_loss"], color=color, marker="s", linestyle="--",
+                label=f"{model} valid")
+    ax.set_yscale("log")  # BCE losses shrink by orders of magnitude over training
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("BCE loss (log scale)")
+    ax.set_title("Train and valid loss per epoch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def build_report(models: list[str], train_dir: Path, metrics_dir: Path, out: Path) -> pd.DataFrame:
+    rows, histories = [], {}
+    for model in models:
+        train_summary = json.loads((train_dir / model / "metrics.json").read_text())
+        evaluation = json.loads((metrics_dir / f"{model}.json").read_text())
+        rows.append(comparison_row(model, train_summary, evaluation))
+        histories[model] = read_history(train_dir / model)
+    comparison = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "comparison.csv") as tmp:
+        comparison.to_csv(tmp, index=False)
+    write_text(out / "summary.md", summary_markdown(comparison))
+    plot_loss_curves(histories, out / "loss_curves.png")
+    return comparison
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train-dir", type=Path, required=True)
+    parser.add_argument("--metrics-dir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    build_report(list(params.models), args.train_dir, args.metrics_dir, args.out)
+    print(f"report: {args.out / 'summary.md'}, {args.out / 'loss_curves.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Shared helpers for the data-stage tests: params built from the repo's params.yaml, tiny datasets
+in the BirdCLEF 2021 layout written as real OGG Vorbis files, and subprocess runners."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `pytest` run without `python -m` still finds the stages package
+    sys.path.insert(0, str(ROOT))
+
+from stages.demo_data import generate  # noqa: E402
+from stages.ogg import write_ogg_vorbis  # noqa: E402
+from stages.params import Params, parse_params  # noqa: E402
+
+# Small enough for a 2-core machine: 3 species x 3 recordings of at most 8 s, two 20 s soundscapes;
+# more secondary labels than the default so label-weight tests have something to change.
+TINY_DEMO = {
+    "demo.n_species": 3,
+    "demo.recordings_per_species": 3,
+    "demo.max_recording_seconds": 8.0,
+    "demo.secondary_label_fraction": 0.6,
+    "demo.n_soundscapes": 2,
+    "demo.soundscape_seconds": 20,
+}
+METADATA_COLUMNS = [  # the 14 columns of BirdCLEF 2021's train_metadata.csv
+    "primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
+    "common_name", "author", "date", "filename", "license", "rating", "time", "url",
+]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: runs real `dvc repro` in a temporary repository "
+                                       "(runs by default; deselect with -m 'not slow')")
+
+
+# ---------------------------------------------------------------------------------------- params
+
+def raw_params(overrides: dict | None = None) -> dict:
+    """The repo's params.yaml as a dict, with dotted keys overridden ("data.root": ...).
+
+    Every overridden key must already exist, so the tests follow the real file.
+    """
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw = copy.deepcopy(raw)
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = raw
+        for name in parents:
+            node = node[name]
+        if leaf not in node:
+            raise KeyError(f"params.yaml has no key {dotted!r}")
+        node[leaf] = value
+    return raw
+
+
+def make_params(overrides: dict | None = None) -> Params:
+    return parse_params(raw_params(overrides))
+
+
+def write_params(path: Path, overrides: dict | None = None) -> Path:
+    path.write_text(yaml.safe_dump(raw_params(overrides), sort_keys=False))
+    return path
+
+
+# ------------------------------------------------------------------------------------ audio files
+
+def tone(seconds: float, sample_rate: int = 32000, freq: float = 2000.0, amplitude: float = 0.3,
+         noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sample_rate)) / sample_rate
+    return (amplitude * np.sin(2 * np.pi * freq * t) + noise * rng.normal(0, 1, len(t))).astype(np.float32)
+
+
+def write_ogg(path: Path, audio: np.ndarray, sample_rate: int = 32000, serial: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_ogg_vorbis(path, np.clip(audio, -1, 1).astype(np.float32), sample_rate, serial=serial)
+    return path
+
+
+def metadata_row(primary: str, filename: str, secondary: str = "[]", rating: float = 4.0) -> dict:
+    return {"primary_label": primary, "secondary_labels": secondary, "type": "['call']",
+            "latitude": 40.0, "longitude": -75.0, "scientific_name": "Avis testis",
+            "common_name": "Test Bird", "author": "Tester", "date": "2020-01-01",
+            "filename": filename, "license": "CC", "rating": rating, "time": "08:00",
+            "url": "https://www.xeno-canto.org/0"}
+
+
+def make_dataset(root: Path, species: tuple[str, ...] = ("amerob", "norcar"), per_species: int = 3,
+                 seconds: float = 6.0, soundscape: bool = True) -> Path:
+    """A small valid BirdCLEF-layout dataset: `per_species` recordings per species, one soundscape."""
+    rows = []
+    for s, code in enumerate(species):
+        for k in range(per_species):
+            filename = f"XC{s}{k:03d}.ogg"
+            write_ogg(root / "train_short_audio" / code / filename,
+                      tone(seconds, freq=1500 + 1000 * s, seed=10 * s + k), serial=100 * s + k + 1)
+            rows.append(metadata_row(code, filename))
+    write_metadata(root, rows)
+    if soundscape:
+        write_ogg(root / "train_soundscapes" / "10000_COR_20200115.ogg", tone(10.0, amplitude=0.0),
+                  serial=9999)
+        pd.DataFrame([
+            {"row_id": "10000_COR_5", "site": "COR", "audio_id": 10000, "seconds": 5, "birds": "nocall"},
+            {"row_id": "10000_COR_10", "site": "COR", "audio_id": 10000, "seconds": 10,
+             "birds": species[0]},
+        ]).to_csv(root / "train_soundscape_labels.csv", index=False)
+    return root
+
+
+def write_metadata(root: Path, rows: list[dict]) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=METADATA_COLUMNS).to_csv(root / "train_metadata.csv", index=False)
+
+
+# ----------------------------------------------------------------------------------------- misc
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path."""
+    return {path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment whose `python` is this interpreter and that can import the stages package."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env
+
+
+def run_stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo dataset, generated once per session. Read-only: copy it before changing it."""
+    params = make_params(TINY_DEMO)
+    root = tmp_path_factory.mktemp("demo") / "demo"
+    generate(params.demo, params.seed, root)
+    return root
