@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from stages.atomic import atomic_path, write_text  # noqa: E402
@@ -110,6 +111,7 @@ def plot_loss_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
         ax.plot(history["epoch"], history["valid_loss"], color=color, marker="s", linestyle="--",
                 label=f"{model} valid")
     ax.set_yscale("log")  # BCE losses shrink by orders of magnitude over training
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("BCE loss (log scale)")
     ax.set_title("Train and valid loss per epoch")
