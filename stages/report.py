@@ -10,6 +10,7 @@ reports/comparison.csv (one row per model) and reports/loss_curves.png (works of
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def summary_markdown(comparison: pd.DataFrame) -> str:
 
 def plot_loss_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
-    for color, (model, history) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], histories.items()):
+    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for color, (model, history) in zip(colors, histories.items()):
         ax.plot(history["epoch"], history["train_loss"], color=color, marker="o", label=f"{model} train")
         ax.plot(history["epoch"], history["valid_loss"], color=color, marker="s", linestyle="--",
                 label=f"{model} valid")

@@ -1,0 +1,224 @@
+"""The whole pipeline and a DVC experiment, end to end, in a throw-away git repository holding a copy
+of the project (stages/, dvc.yaml, .dvcignore, .gitignore, .dvc/config) and a tiny params.yaml.
+
+`dvc repro` builds everything; after a commit, `dvc exp run -S lr=1e-4` must re-run only the
+training, evaluation and report stages, and `dvc metrics diff`, `dvc exp show` and `dvc plots diff`
+must show the experiment against the commit for both models."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, TINY_DEMO, raw_params, subprocess_env, write_params
+from stages.params import load_params
+
+pytestmark = pytest.mark.slow
+
+# The tiny demo in 1 s chunks, two epochs of batches of 4 on the CPU.
+SMALL = {
+    **TINY_DEMO,
+    "data.chunk_seconds": 1.0,
+    "data.hop_seconds": 1.0,
+    "data.min_remainder_seconds": 0.5,
+    "features.workers": 0,
+    "features.device": "cpu",
+    "train.epochs": 2,
+    "train.batch_size": 4,
+    "train.device": "cpu",
+}
+MODELS = ("efficientnet_b0", "ast_tiny")  # the models dvc.yaml's metrics and plots name
+DATA_STAGES = ("demo_data", "prepare", "featurize")
+MODEL_STAGES = tuple(f"{stage}@{model}" for stage in ("train", "evaluate") for model in MODELS)
+BASE_LR, EXP_LR = 5e-4, 1e-4
+
+
+def ran_stages(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def stage_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines()
+            if re.match(r"(Running stage '|Stage '.*' didn't change)", line)]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    home = tmp_path_factory.mktemp("dvc_home")
+    (home / "config").write_text("[core]\n    analytics = false\n    check_update = false\n")
+    env = subprocess_env()  # PATH starts with this interpreter's folder: its `python` and `dvc`
+    env.pop("PYTHONPATH")  # stages run from the copy, the way `dvc repro` runs them for a user
+    env.update(DVC_GLOBAL_CONFIG_DIR=str(home), DVC_SITE_CACHE_DIR=str(home / "site"),
+               GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL=str(home / "gitconfig"))
+    # One torch thread per stage: on a shared 2-core machine torch's default (one per core) spins
+    # against any other load and made a 1 s training run take 90 s; alone it changes little.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    repo = tmp_path_factory.mktemp("experiment") / "project"
+    shutil.copytree(ROOT / "stages", repo / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    write_params(repo / "params.yaml", SMALL)
+
+    def run(*args, check=True) -> subprocess.CompletedProcess:
+        result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        if check:
+            assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    run("git", "init", "-q")
+    run("git", "config", "user.name", "Pipeline Test")
+    run("git", "config", "user.email", "pipeline-test@example.com")
+    run("dvc", "init", "-q")
+    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    # DVCLive cannot start in a git repository without a commit (see test_train_needs_a_commit_...),
+    # so the project's code is committed before the first `dvc repro`, as in any real checkout.
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "project")
+    return SimpleNamespace(repo=repo, run=run, env=env)
+
+
+@pytest.fixture(scope="module")
+def experiment(project):
+    run = project.run
+    repro = run("dvc", "repro")
+    run("git", "add", "-A")
+    run("git", "commit", "-q", "-m", "baseline: dvc repro")
+    baseline = {model: json.loads((project.repo / "reports" / "metrics" / f"{model}.json").read_text())
+                for model in MODELS}
+    exp = run("dvc", "exp", "run", "-S", "lr=1e-4")
+    return SimpleNamespace(repro=repro.stdout + repro.stderr, exp=exp.stdout + exp.stderr,
+                           baseline=baseline)
+
+
+def test_repro_runs_the_whole_pipeline(project, experiment):
+    ran = ran_stages(experiment.repro)
+    assert sorted(ran) == sorted([*DATA_STAGES, *MODEL_STAGES, "report"])
+    position = {stage: i for i, stage in enumerate(ran)}
+    for model in MODELS:
+        assert position["featurize"] < position[f"train@{model}"] < position[f"evaluate@{model}"]
+        assert position[f"evaluate@{model}"] < position["report"]
+    lock = yaml.safe_load(project.run("git", "show", "HEAD:dvc.lock").stdout)
+    assert set(lock["stages"]) == {*DATA_STAGES, *MODEL_STAGES, "report"}
+    for model in MODELS:
+        assert experiment.baseline[model]["valid"]["threshold"] in raw_params()["evaluate"]["threshold_grid"]
+        assert "soundscape" in experiment.baseline[model]
+    # The report stage's outputs are committed to git (cache: false), one column/row per model.
+    committed = project.run("git", "ls-files", "reports").stdout.split()
+    for path in ("reports/summary.md", "reports/comparison.csv", "reports/loss_curves.png",
+                 *(f"reports/metrics/{model}.json" for model in MODELS),
+                 *(f"reports/train/{model}/plots/metrics/{loss}.tsv" for model in MODELS
+                   for loss in ("train_loss", "valid_loss"))):
+        assert path in committed, path
+    assert list(pd.read_csv(project.repo / "reports" / "comparison.csv")["model"]) == list(MODELS)
+    assert (project.repo / "reports" / "loss_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_exp_run_reruns_only_training_and_what_follows(project, experiment):
+    print("\n`dvc exp run -S lr=1e-4` stage lines:\n" + "\n".join(stage_lines(experiment.exp)))
+    ran = ran_stages(experiment.exp)
+    assert sorted(ran) == sorted([*MODEL_STAGES, "report"])
+    assert not set(ran) & set(DATA_STAGES)
+    for stage in DATA_STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in experiment.exp
+    assert "Experiment results have been applied to your workspace" in experiment.exp
+
+    # DVC writes `lr: 0.0001` into the workspace's params.yaml; the stages read it back as 1e-4.
+    repo = project.repo
+    assert float(yaml.safe_load((repo / "params.yaml").read_text())["lr"]) == EXP_LR
+    params = load_params(repo / "params.yaml")
+    assert params.lr == EXP_LR
+    for model in MODELS:
+        summary = json.loads((repo / "reports" / "train" / model / "metrics.json").read_text())
+        assert summary["effective_lr"] == pytest.approx(params.effective_lr(model))
+        assert summary["epochs"] == 2
+    comparison = pd.read_csv(repo / "reports" / "comparison.csv").set_index("model")
+    for model in MODELS:
+        assert comparison.loc[model, "effective_lr"] == pytest.approx(params.effective_lr(model))
+    assert params.effective_lr(MODELS[0]) != params.effective_lr(MODELS[1])
+
+
+def test_metrics_diff_shows_both_models(project, experiment):
+    print("\n`dvc metrics diff --md`:\n" + project.run("dvc", "metrics", "diff", "--md").stdout)
+    diff = json.loads(project.run("dvc", "metrics", "diff", "--json").stdout)
+    scales = {model: raw_params()["models"][model]["lr_scale"] for model in MODELS}
+    for model in MODELS:
+        evaluation = diff[f"reports/metrics/{model}.json"]
+        loss = evaluation["valid.bce_loss"]  # another lr trains other weights
+        assert loss["old"] == pytest.approx(experiment.baseline[model]["valid"]["bce_loss"])
+        assert loss["new"] != loss["old"]
+        assert loss["diff"] == pytest.approx(loss["new"] - loss["old"])
+        for name, change in evaluation.items():
+            assert change["new"] != change["old"], name  # only what changed is listed
+        lr = diff[f"reports/train/{model}/metrics.json"]["effective_lr"]
+        assert lr["old"] == pytest.approx(BASE_LR * scales[model])
+        assert lr["new"] == pytest.approx(EXP_LR * scales[model])
+
+
+def test_exp_show_has_lr_and_effective_lr(project, experiment):
+    shown = json.loads(project.run("dvc", "exp", "show", "--json").stdout)
+    head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+    scales = {model: raw_params()["models"][model]["lr_scale"] for model in MODELS}
+
+    def lr_and_effective(data: dict) -> tuple[float, dict[str, float]]:
+        lr = data["params"]["params.yaml"]["data"]["lr"]
+        effective = {model: data["metrics"][f"reports/train/{model}/metrics.json"]["data"]["effective_lr"]
+                     for model in MODELS}
+        return float(lr), effective
+
+    baseline = next(entry for entry in shown if entry["rev"] == head)
+    lr, effective = lr_and_effective(baseline["data"])
+    assert lr == BASE_LR
+    assert effective == pytest.approx({model: BASE_LR * scales[model] for model in MODELS})
+    experiments = [rev for group in baseline["experiments"] or [] for rev in group["revs"]]
+    assert len(experiments) == 1 and experiments[0]["name"]
+    lr, effective = lr_and_effective(experiments[0]["data"])
+    assert lr == EXP_LR
+    assert effective == pytest.approx({model: EXP_LR * scales[model] for model in MODELS})
+    workspace = next(entry for entry in shown if entry["rev"] == "workspace")
+    assert lr_and_effective(workspace["data"])[0] == EXP_LR  # applied to the workspace
+
+
+def test_plots_diff_has_both_models_loss_curves(project, experiment):
+    plots = json.loads(project.run("dvc", "plots", "diff", "--json").stdout)["data"]
+    (plot,) = plots["Loss per epoch"]
+    assert set(plot["revisions"]) == {"workspace", "HEAD"}
+    values = plot["content"]["data"]["values"]
+    for model in MODELS:
+        for loss in ("train_loss", "valid_loss"):
+            name = f"{model}/plots/metrics/{loss}.tsv::{loss}"  # DVC strips the common reports/train/
+            points = {rev: [float(v[loss]) for v in values
+                            if v["rev"] == rev and v["filename::field"].endswith(name)]
+                      for rev in ("workspace", "HEAD")}
+            table = pd.read_csv(project.repo / "reports" / "train" / model / "plots" / "metrics" / f"{loss}.tsv",
+                                sep="\t")
+            assert points["workspace"] == pytest.approx(list(table[loss])), (model, loss)
+            assert len(points["HEAD"]) == 2, (model, loss)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="stages/train.py: DVCLive's Live() raises SCMError('Empty git repo') in a "
+                          "DVC project whose git repository has no commit yet")
+def test_train_needs_a_commit_in_a_fresh_git_repository(project, experiment, tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copytree(project.repo / "stages", fresh / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(project.repo / "data" / "prepared", fresh / "data" / "prepared")
+    shutil.copytree(project.repo / "data" / "features", fresh / "data" / "features")
+    write_params(fresh / "params.yaml", {**SMALL, "train.epochs": 1})
+    for args in (("git", "init", "-q"), ("dvc", "init", "-q")):
+        subprocess.run(args, cwd=fresh, env=project.env, check=True, capture_output=True)
+    result = subprocess.run(
+        ["python", "-m", "stages.train", "--params", "params.yaml", "--model", "efficientnet_b0",
+         "--prepared", "data/prepared", "--features", "data/features", "--out", "models/efficientnet_b0",
+         "--live", "reports/train/efficientnet_b0"],
+        cwd=fresh, env=project.env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and "Empty git repo" not in result.stderr:
+        pytest.fail(f"train failed for another reason:\n{result.stderr[-2000:]}")  # not the known bug
+    assert result.returncode == 0, result.stderr[-2000:]
