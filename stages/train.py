@@ -157,6 +157,9 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
         history, best_valid, start_epoch = resumed["history"], resumed["best_valid_loss"], resumed["epoch"]
         print(f"train@{model_name}: resuming after epoch {start_epoch} of {tp.epochs} from {out_dir / 'last.pt'}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    if resumed is None:
+        # The folder persists between runs: a best.pt of another configuration must not survive.
+        (out_dir / "best.pt").unlink(missing_ok=True)
 
     # A fresh DVCLive directory that replays the epochs already done, so the curves of a resumed
     # run are exactly those of an uninterrupted one.

@@ -1,0 +1,195 @@
+"""params.yaml validation: the repo's own file, modified one key at a time, must either parse into the
+value meant or stop with a ParamsError that starts with the dotted key at fault. Model settings that
+only the model factory knows (arch, AST options) fail when the model is built, and `stages.train`
+refuses a --model that params.yaml does not define."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT, raw_params, run_stage, write_params
+from stages.models import create_model
+from stages.params import ParamsError, load_params, parse_params
+
+MODELS = ("efficientnet_b0", "ast_tiny")
+
+
+def set_key(raw: dict, dotted: str, value) -> dict:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    return raw
+
+
+def delete_key(raw: dict, dotted: str) -> dict:
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    del node[leaf]
+    return raw
+
+
+def error_for(raw: dict) -> str:
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    return str(caught.value)
+
+
+# --------------------------------------------------------------------------------- accepted
+
+def test_repo_params_parse():
+    params = parse_params(raw_params())
+    assert set(MODELS) <= set(params.models)
+    for name in MODELS:
+        assert params.effective_lr(name) == params.lr * params.models[name].lr_scale > 0
+
+
+@pytest.mark.parametrize("value", ["1e-4", "1.0e-4", 1e-4, "0.0001"])
+def test_lr_string_from_pyyaml_is_the_number_it_means(value):
+    params = parse_params(set_key(raw_params(), "lr", value))
+    assert isinstance(params.lr, float) and params.lr == 0.0001
+
+
+def test_lr_written_without_a_decimal_point_in_real_yaml(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    text, replaced = re.subn(r"^lr: .*$", "lr: 1e-4", text, flags=re.MULTILINE)
+    assert replaced == 1
+    assert yaml.safe_load(text)["lr"] == "1e-4"  # YAML 1.1 needs a dot for a float; PyYAML gives a str
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    params = load_params(path)
+    assert params.lr == 0.0001
+    assert params.effective_lr("ast_tiny") == 0.0001 * params.models["ast_tiny"].lr_scale
+
+
+def test_integer_lr_is_a_float():
+    params = parse_params(set_key(raw_params(), "lr", 1))
+    assert params.lr == 1.0 and isinstance(params.lr, float)
+
+
+# --------------------------------------------------------------------------------- rejected
+
+@pytest.mark.parametrize("dotted, value, message", [
+    ("lr", 0, "must be > 0"),
+    ("lr", 0.0, "must be > 0"),
+    ("lr", -1e-4, "must be > 0"),
+    ("lr", "-1e-4", "must be > 0"),
+    ("lr", float("nan"), "expected a number"),
+    ("lr", "nan", "expected a number"),
+    ("lr", float("inf"), "expected a number"),
+    ("lr", "fast", "expected a number"),
+    ("lr", True, "expected a number"),
+    ("lr", None, "expected a number"),
+    ("train.epochs", 0, "must be >= 1"),
+    ("train.epochs", -2, "must be >= 1"),
+    ("train.epochs", "3", "expected an integer"),
+    ("train.epochs", 3.0, "expected an integer"),
+    ("train.epochs", True, "expected an integer"),
+    ("train.batch_size", 0, "must be >= 1"),
+    ("train.optimizer", "sgd", "must be one of"),
+    ("train.device", "gpu", "must be one of"),
+    ("train.weight_decay", -0.1, "must be >= 0"),
+    ("train.mixup_alpha", "nan", "expected a number"),
+    ("train.amp", "true", "expected true or false"),
+    ("data.strict", "yes", "expected true or false"),
+    ("data.strict", 1, "expected true or false"),
+    ("models.efficientnet_b0.pretrained", "", "is empty"),
+    ("models.ast_tiny.pretrained", "", "is empty"),
+    ("models.ast_tiny.pretrained", 1, "expected true, false or a file path"),
+    ("models.ast_tiny.lr_scale", 0, "must be > 0"),
+    ("models.ast_tiny.options", [1, 2], "expected a mapping"),
+    ("train", None, "expected a mapping"),
+])
+def test_bad_value_is_named(dotted, value, message):
+    error = error_for(set_key(raw_params(), dotted, value))
+    assert error.startswith(f"{dotted}: "), error
+    assert message in error
+
+
+@pytest.mark.parametrize("section", ["", "train", "data", "models.ast_tiny"])
+def test_unknown_key_is_named(section):
+    raw = raw_params()
+    node = raw
+    for name in filter(None, section.split(".")):
+        node = node[name]
+    node["lerning_rate"] = 1e-3
+    key = f"{section}.lerning_rate" if section else "lerning_rate"
+    error = error_for(raw)
+    assert error.startswith(f"{key}: unknown key"), error
+    assert "allowed:" in error
+
+
+@pytest.mark.parametrize("dotted", ["seed", "lr", "train", "train.epochs", "data.strict",
+                                    "models.efficientnet_b0.arch", "models.ast_tiny.options"])
+def test_missing_key_is_named(dotted):
+    error = error_for(delete_key(raw_params(), dotted))
+    assert error == f"{dotted}: missing"
+
+
+def test_empty_models_are_rejected():
+    assert error_for(set_key(raw_params(), "models", {})).startswith("models: ")
+    assert error_for(set_key(raw_params(), "models", None)).startswith("models: ")
+
+
+def test_load_params_names_the_file_and_the_key(tmp_path):
+    path = write_params(tmp_path / "params.yaml", {"train.epochs": 0})
+    with pytest.raises(ParamsError, match=r"params\.yaml: train\.epochs: must be >= 1"):
+        load_params(path)
+    (tmp_path / "broken.yaml").write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(tmp_path / "broken.yaml")
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "absent.yaml")
+
+
+def test_yaml_nan_is_rejected(tmp_path):
+    text = re.sub(r"^lr: .*$", "lr: .nan", (ROOT / "params.yaml").read_text(), flags=re.MULTILINE)
+    assert math.isnan(yaml.safe_load(text)["lr"])
+    (tmp_path / "params.yaml").write_text(text)
+    with pytest.raises(ParamsError, match=r"lr: expected a number, got nan"):
+        load_params(tmp_path / "params.yaml")
+
+
+# ---------------------------------------------------------------- checked when the model is built
+
+def test_unknown_arch_is_rejected_when_the_model_is_created():
+    params = parse_params(set_key(raw_params(), "models.efficientnet_b0.arch", "efficientnet_b99"))
+    model = params.models["efficientnet_b0"]
+    with pytest.raises(ValueError, match=r"Unknown model arch 'efficientnet_b99'.*ast_tiny.*timm"):
+        create_model(model.arch, 3, 128, 101, model.pretrained, model.options)
+
+
+def test_unknown_ast_option_is_rejected_when_the_model_is_created():
+    raw = raw_params()
+    raw["models"]["ast_tiny"]["options"]["patch_stride"] = 8
+    params = parse_params(raw)  # options are the model's business, not the parser's
+    model = params.models["ast_tiny"]
+    with pytest.raises(ValueError, match=r"Unknown AST option\(s\) \['patch_stride'\].*fstride"):
+        create_model(model.arch, 3, 128, 101, model.pretrained, model.options)
+
+
+def test_bad_ast_option_value_is_rejected_when_the_model_is_created():
+    raw = set_key(raw_params(), "models.ast_tiny.options.fstride", 0)
+    model = parse_params(raw).models["ast_tiny"]
+    with pytest.raises(ValueError, match="AST option fstride: must be a positive integer"):
+        create_model(model.arch, 3, 128, 101, model.pretrained, model.options)
+
+
+def test_train_refuses_a_model_not_in_params(tmp_path):
+    params_file = write_params(tmp_path / "params.yaml")
+    result = run_stage("stages.train", "--params", str(params_file), "--model", "resnet_9000",
+                       "--prepared", "prepared", "--features", "features", "--out", "out",
+                       "--live", "live", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("--model resnet_9000: not a key of `models`"), message
+    assert "efficientnet_b0" in message and "ast_tiny" in message
+    assert not (tmp_path / "out").exists() and not (tmp_path / "live").exists()

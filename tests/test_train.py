@@ -1,0 +1,389 @@
+"""The train stage on real data: the tiny demo set cut into 1 s chunks (128 x 101 log-mels),
+prepared and featurized by the real stages, then real training on the CPU.
+
+Covers: the loss goes down and the outputs (checkpoints, DVCLive metrics and curves) are complete;
+the resume rule of stages/train.py, with a real SIGKILL between two `python -m stages.train` runs
+compared bit for bit against an uninterrupted run, and the cases where nothing may be resumed
+(another configuration or other data, a finished run).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import stages.featurize
+import stages.prepare
+import stages.train
+from conftest import TINY_DEMO, make_params, subprocess_env, write_params
+from stages.datasets import read_classes
+from stages.models import create_model
+
+# 1 s chunks of the tiny demo: 18 train and 9 valid chunks of 128 x 101, batches of 4.
+SMALL = {
+    **TINY_DEMO,
+    "lr": 1e-3,
+    "data.chunk_seconds": 1.0,
+    "data.hop_seconds": 1.0,
+    "data.min_remainder_seconds": 0.5,
+    "data.max_chunks_per_recording": 3,
+    "data.valid_fraction": 0.2,
+    "features.n_mels": 128,
+    "features.hop_ms": 10.0,
+    "features.workers": 0,
+    "features.device": "cpu",
+    "train.epochs": 2,
+    "train.batch_size": 4,
+    "train.optimizer": "adam",
+    "train.weight_decay": 0.0,
+    "train.mixup_alpha": 0.0,
+    "train.freq_mask": 16,
+    "train.time_mask": 10,  # of 101 frames
+    "train.workers": 0,
+    "train.device": "cpu",
+    "models.efficientnet_b0.arch": "efficientnet_b0",
+    "models.efficientnet_b0.lr_scale": 1.0,
+    "models.efficientnet_b0.pretrained": False,
+    "models.ast_tiny.arch": "ast_tiny",
+    "models.ast_tiny.lr_scale": 0.2,
+    "models.ast_tiny.pretrained": False,
+    "models.ast_tiny.options.fstride": 10,
+    "models.ast_tiny.options.tstride": 10,
+}
+# Every random part of an epoch switched on (masks, mixup, EfficientNet's dropout), so the resume
+# tests would see any randomness that does not depend on (seed, epoch) only.
+RESUME = {"train.mixup_alpha": 0.4}
+CURVES = ("train_loss", "valid_loss", "lr")  # history fields that must not depend on timing
+
+
+class Project:
+    """Prepared and featurized tiny demo data plus the params that made it."""
+
+    def __init__(self, root: Path, demo_root: Path):
+        self.root = root
+        self.overrides = {**SMALL, "data.root": str(demo_root)}
+        self.prepared = root / "data" / "prepared"
+        self.features = root / "data" / "features"
+
+    def params(self, overrides: dict | None = None):
+        return make_params({**self.overrides, **(overrides or {})})
+
+    def write_params(self, path: Path, overrides: dict | None = None) -> Path:
+        return write_params(path, {**self.overrides, **(overrides or {})})
+
+    def prepare(self, out: Path, overrides: dict | None = None) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        params_file = self.write_params(out.parent / f"{out.name}.params.yaml", overrides)
+        run_main(stages.prepare.main, "--params", params_file, "--out", out,
+                 "--report", out.parent / f"{out.name}.report.json")
+
+
+def run_main(main, *args) -> None:
+    """A stage's real main() in this process (no interpreter start-up)."""
+    with mock.patch.object(sys, "argv", [main.__module__, *map(str, args)]):
+        main()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread. On a small shared machine two OpenMP threads that spin-wait for each
+    other while another process holds a core made these runs up to 10x slower. (Results differ in
+    the last bits between thread counts; runs compared here always use the same one.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def outside_the_repo(tmp_path_factory):
+    """In-process training runs from a scratch folder: DVCLive looks for a DVC/Git repository in
+    the working directory, and the project's own one is not this test's business."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+        yield
+
+
+def train_env() -> dict[str, str]:
+    return {**subprocess_env(), "OMP_NUM_THREADS": "1"}  # as one_torch_thread, for subprocesses
+
+
+@pytest.fixture(scope="module")
+def project(demo_root, tmp_path_factory) -> Project:
+    project = Project(tmp_path_factory.mktemp("train_project"), demo_root)
+    params_file = project.write_params(project.root / "params.yaml")
+    project.prepare(project.prepared)
+    run_main(stages.featurize.main, "--params", params_file, "--chunks", project.prepared / "chunks.csv",
+             "--out", project.features, "--report", project.root / "featurize_report.json")
+    stats = json.loads((project.features / "stats.json").read_text())
+    assert stats["shape"][1:] == [128, 101]
+    splits = pd.read_csv(project.prepared / "chunks.csv")["split"].value_counts()
+    assert splits["train"] >= 12 and splits["valid"] >= 4, splits.to_dict()
+    return project
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+class Interrupted(Exception):
+    """Stands for a kill right after a checkpoint was written."""
+
+
+class TrainRun:
+    """stages.train.train in this process, watching which checkpoint it resumes and which epochs
+    it trains (one last.pt save per epoch trained), optionally stopped after an epoch."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, stop_after_epoch: int | None = None):
+        self.resumed_epochs: list[int | None] = []
+        self.epochs_trained: list[int] = []
+        real_load, real_save = stages.train.load_resumable, stages.train.save
+
+        def load_resumable(path, fingerprint, epochs):
+            state = real_load(path, fingerprint, epochs)
+            self.resumed_epochs.append(None if state is None else state["epoch"])
+            return state
+
+        def save(obj, path):
+            real_save(obj, path)
+            if Path(path).name == "last.pt":
+                self.epochs_trained.append(obj["epoch"])
+                if obj["epoch"] == stop_after_epoch:
+                    raise Interrupted
+
+        monkeypatch.setattr(stages.train, "load_resumable", load_resumable)
+        monkeypatch.setattr(stages.train, "save", save)
+
+    def __call__(self, project: Project, model: str, out: Path, overrides: dict | None = None,
+                 prepared: Path | None = None) -> dict | None:
+        params = project.params(overrides)
+        try:
+            return stages.train.train(params, model, prepared or project.prepared, project.features,
+                                      out, out.parent / f"{out.name}_live")
+        except Interrupted:
+            return None
+
+
+def curves(history: list[dict]) -> list[tuple]:
+    return [(r["epoch"], *(r[name] for name in CURVES)) for r in history]
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"{len(different)} tensors differ, first: {different[:3]}"
+
+
+def read_tsv(live_dir: Path, metric: str) -> pd.DataFrame:
+    return pd.read_csv(live_dir / "plots" / "metrics" / f"{metric}.tsv", sep="\t")
+
+
+def train_command(params_file: Path, model: str, project: Project, out: Path) -> list[str]:
+    return [sys.executable, "-m", "stages.train", "--params", str(params_file), "--model", model,
+            "--prepared", str(project.prepared), "--features", str(project.features),
+            "--out", str(out), "--live", str(out.parent / f"{out.name}_live")]
+
+
+def run_to_end(command: list[str], cwd: Path) -> str:
+    result = subprocess.run(command, cwd=cwd, env=train_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, f"train failed:\n{result.stdout}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+# ------------------------------------------------------------------------ training and outputs
+
+# Batches of 6 (no batch of 2 for BatchNorm), no SpecAugment: a less noisy loss for 6 epochs.
+@pytest.mark.parametrize("model, lr", [("efficientnet_b0", 5e-4), ("ast_tiny", 1e-3)])  # AST: x 0.2
+def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, model, lr, tmp_path):
+    epochs = 6
+    params = project.params({"lr": lr, "train.epochs": epochs, "train.batch_size": 6,
+                             "train.freq_mask": 0, "train.time_mask": 0})
+    out, live = tmp_path / "model", tmp_path / "live"
+    summary = stages.train.train(params, model, project.prepared, project.features, out, live)
+
+    # The loss goes down: DVCLive's curve has one row per epoch, steps 0..epochs-1.
+    train_tsv = read_tsv(live, "train_loss")
+    assert train_tsv["step"].tolist() == list(range(epochs))
+    losses = train_tsv["train_loss"].tolist()
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < 0.8 * losses[0], f"train loss did not go down: {losses}"
+    for metric in ("valid_loss", "lr", "epoch_seconds", "train_samples_per_second"):
+        assert read_tsv(live, metric)["step"].tolist() == list(range(epochs)), metric
+
+    # The checkpoints load without pickle and agree with the curves.
+    last, best = checkpoint(out / "last.pt"), checkpoint(out / "best.pt")
+    assert last["epoch"] == epochs
+    assert [r["epoch"] for r in last["history"]] == list(range(1, epochs + 1))
+    assert [r["train_loss"] for r in last["history"]] == losses
+    assert [r["valid_loss"] for r in last["history"]] == read_tsv(live, "valid_loss")["valid_loss"].tolist()
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["valid_loss"] == summary["min_valid_loss"] == min(r["valid_loss"] for r in last["history"])
+    net = create_model(params.models[model].arch, len(read_classes(project.prepared)), 128, 101, False, params.models[model].options)
+    net.load_state_dict(best["model"])  # strict: exactly this model's weights
+    net.load_state_dict(last["model"])
+
+    # The cosine schedule starts at the effective lr and decays.
+    lrs = read_tsv(live, "lr")["lr"].tolist()
+    effective_lr = params.lr * params.models[model].lr_scale
+    assert lrs[0] == pytest.approx(effective_lr) and lrs == sorted(lrs, reverse=True)
+
+    # DVCLive's metrics.json: the last epoch plus the run summary.
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["effective_lr"] == effective_lr == summary["effective_lr"]
+    assert metrics["step"] == epochs - 1
+    assert metrics["epochs"] == epochs
+    assert metrics["params_total"] == sum(p.numel() for p in net.parameters())
+    assert metrics["params_trainable"] == metrics["params_total"]
+    assert metrics["wall_clock_seconds"] > 0
+    assert metrics["wall_clock_seconds"] == pytest.approx(sum(r["epoch_seconds"] for r in last["history"]))
+    assert metrics["peak_memory_mib"] > 50
+    assert metrics["device"] == "cpu"
+    assert metrics["train_loss"] == losses[-1] and metrics["min_train_loss"] == min(losses)
+    assert {k: metrics[k] for k in summary} == summary
+
+
+def test_unknown_arch_fails_when_the_model_is_created(project, tmp_path):
+    params = project.params({"models.efficientnet_b0.arch": "no_such_net"})
+    with pytest.raises(ValueError, match="Unknown model arch 'no_such_net'"):
+        stages.train.train(params, "efficientnet_b0", project.prepared, project.features,
+                           tmp_path / "model", tmp_path / "live")
+    assert not (tmp_path / "model" / "last.pt").exists()
+
+
+# ---------------------------------------------------------------------------------- resuming
+
+def test_killed_run_resumes_to_the_same_result_as_an_uninterrupted_one(project, tmp_path):
+    """Real interruption: SIGKILL as soon as the first last.pt is in place, then the same command."""
+    epochs = 4
+    overrides = {**RESUME, "train.epochs": epochs}
+    params_file = project.write_params(tmp_path / "params.yaml", overrides)
+    model = "efficientnet_b0"
+
+    reference_out = tmp_path / "reference"
+    run_to_end(train_command(params_file, model, project, reference_out), tmp_path)
+
+    out = tmp_path / "interrupted"
+    command = train_command(params_file, model, project, out)
+    process = subprocess.Popen(command, cwd=tmp_path, env=train_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "last.pt").exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert (out / "last.pt").exists(), "the first run wrote no last.pt"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, "the first run finished before it could be killed"
+    killed_after = checkpoint(out / "last.pt")["epoch"]
+    assert 1 <= killed_after < epochs
+
+    stdout = run_to_end(command, tmp_path)
+    resumed = stdout.split("resuming after epoch ", 1)
+    assert len(resumed) == 2, f"no resume message in:\n{stdout}"
+    resumed_after = int(resumed[1].split()[0])
+    assert resumed_after == killed_after and f"of {epochs} from" in resumed[1]
+
+    reference, final = checkpoint(reference_out / "last.pt"), checkpoint(out / "last.pt")
+    assert final["epoch"] == reference["epoch"] == epochs
+    assert curves(final["history"]) == curves(reference["history"])
+    assert_same_weights(final["model"], reference["model"])
+    for index, state in reference["optimizer"]["state"].items():  # Adam moments and step counts
+        assert_same_weights(final["optimizer"]["state"][index], state)
+    assert final["scheduler"] == reference["scheduler"]
+    best_reference, best_final = checkpoint(reference_out / "best.pt"), checkpoint(out / "best.pt")
+    assert (best_final["epoch"], best_final["valid_loss"]) == (best_reference["epoch"], best_reference["valid_loss"])
+    assert_same_weights(best_final["model"], best_reference["model"])
+    # The DVCLive curves of the resumed run are whole: replayed epochs plus the new ones.
+    for metric in ("train_loss", "valid_loss", "lr"):
+        assert read_tsv(tmp_path / "interrupted_live", metric).equals(read_tsv(tmp_path / "reference_live", metric))
+
+
+@pytest.fixture(scope="module")
+def unfinished_checkpoint(project, tmp_path_factory) -> Path:
+    """An efficientnet_b0 run of 2 epochs with the SMALL + RESUME configuration, stopped after epoch 1."""
+    out = tmp_path_factory.mktemp("unfinished") / "model"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run = TrainRun(monkeypatch, stop_after_epoch=1)
+        assert run(project, "efficientnet_b0", out, RESUME) is None
+    assert run.epochs_trained == [1] and checkpoint(out / "last.pt")["epoch"] == 1
+    return out
+
+
+def test_same_configuration_resumes_the_unfinished_checkpoint(project, unfinished_checkpoint, tmp_path,
+                                                              monkeypatch, capsys):
+    out = tmp_path / "model"
+    shutil.copytree(unfinished_checkpoint, out)
+    run = TrainRun(monkeypatch)
+    run(project, "efficientnet_b0", out, RESUME)
+    assert run.resumed_epochs == [1] and run.epochs_trained == [2]
+    assert "resuming after epoch 1 of 2" in capsys.readouterr().out
+    assert [r["epoch"] for r in checkpoint(out / "last.pt")["history"]] == [1, 2]
+
+
+def label_weight_changed(project: Project, tmp_path: Path) -> tuple[dict, Path]:
+    """Same chunks, other targets: prepare re-run with another secondary label weight."""
+    prepared = tmp_path / "prepared"
+    project.prepare(prepared, {"data.secondary_label_weight": 0.25})
+    assert (prepared / "chunks.csv").read_bytes() == (project.prepared / "chunks.csv").read_bytes()
+    assert not np.array_equal(np.load(prepared / "targets.npy"), np.load(project.prepared / "targets.npy"))
+    return RESUME, prepared
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda project, tmp_path: ({**RESUME, "lr": 2e-3}, None), id="lr"),
+    pytest.param(lambda project, tmp_path: ({**RESUME, "seed": 7}, None), id="seed"),
+    pytest.param(lambda project, tmp_path: ({**RESUME, "train.weight_decay": 0.01}, None), id="train"),
+    pytest.param(lambda project, tmp_path: ({**RESUME, "models.efficientnet_b0.lr_scale": 0.5}, None),
+                 id="model"),
+    pytest.param(label_weight_changed, id="data"),
+])
+def test_checkpoint_of_another_configuration_is_not_resumed(project, unfinished_checkpoint, tmp_path,
+                                                            monkeypatch, capsys, change):
+    overrides, prepared = change(project, tmp_path)
+    out = tmp_path / "model"
+    shutil.copytree(unfinished_checkpoint, out)
+    run = TrainRun(monkeypatch)
+    run(project, "efficientnet_b0", out, overrides, prepared)
+    assert run.resumed_epochs == [None], "the checkpoint of another configuration was resumed"
+    assert run.epochs_trained == [1, 2]  # from scratch
+    assert "resuming" not in capsys.readouterr().out
+    history = checkpoint(out / "last.pt")["history"]
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert read_tsv(tmp_path / "model_live", "train_loss")["step"].tolist() == [0, 1]
+
+
+def test_finished_run_is_trained_again_from_scratch(project, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "model"
+    first = TrainRun(monkeypatch)
+    first(project, "efficientnet_b0", out, RESUME)
+    assert first.resumed_epochs == [None] and first.epochs_trained == [1, 2]
+    finished = checkpoint(out / "last.pt")
+    assert finished["epoch"] == 2
+    capsys.readouterr()
+
+    again = TrainRun(monkeypatch)
+    again(project, "efficientnet_b0", out, RESUME)
+    assert again.resumed_epochs == [None] and again.epochs_trained == [1, 2]
+    assert "resuming" not in capsys.readouterr().out
+    # From scratch with the same seed: the very same run again.
+    rerun = checkpoint(out / "last.pt")
+    assert curves(rerun["history"]) == curves(finished["history"])
+    assert_same_weights(rerun["model"], finished["model"])
+    assert read_tsv(tmp_path / "model_live", "train_loss")["step"].tolist() == [0, 1]
