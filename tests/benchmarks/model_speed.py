@@ -3,7 +3,7 @@
 Prints samples/s for a forward+backward+Adam step and for inference on random 128 x 501
 spectrograms, for both models and AST with PaSST-style patchout, so ratios compare like with like:
 
-    python tests/benchmarks/model_speed.py [--batch 16] [--steps 5] [--device auto]
+    PYTHONPATH=. python tests/benchmarks/model_speed.py [--batch 16] [--steps 5] [--device auto]
 """
 
 from __future__ import annotations
