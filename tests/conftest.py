@@ -33,6 +33,16 @@ TINY_DEMO = {
     "demo.n_soundscapes": 2,
     "demo.soundscape_seconds": 20,
 }
+# The tiny demo in 1 s chunks (128 x 101 log-mels), featurized in-process on the CPU: a training
+# epoch takes a second or two.
+ONE_SECOND_CHUNKS = {
+    **TINY_DEMO,
+    "data.chunk_seconds": 1.0,
+    "data.hop_seconds": 1.0,
+    "data.min_remainder_seconds": 0.5,
+    "features.workers": 0,
+    "features.device": "cpu",
+}
 METADATA_COLUMNS = [  # the 14 columns of BirdCLEF 2021's train_metadata.csv
     "primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
     "common_name", "author", "date", "filename", "license", "rating", "time", "url",

@@ -16,7 +16,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
-from conftest import TINY_DEMO, make_dataset, make_params
+from conftest import ONE_SECOND_CHUNKS, make_dataset, make_params
 from stages import metrics
 from stages.datasets import ChunkDataset, load_split, read_classes, read_feature_stats
 from stages.evaluate import evaluate, predict
@@ -29,12 +29,7 @@ from stages.train import train
 
 # 1 s chunks (128 x 101 log-mels) so a CPU epoch takes a second or two.
 SMALL = {
-    **TINY_DEMO,
-    "data.chunk_seconds": 1.0,
-    "data.hop_seconds": 1.0,
-    "data.min_remainder_seconds": 0.5,
-    "features.workers": 0,
-    "features.device": "cpu",
+    **ONE_SECOND_CHUNKS,
     "train.epochs": 1,
     "train.batch_size": 4,
     "train.time_mask": 10,

@@ -17,19 +17,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_DEMO, raw_params, subprocess_env, write_params
+from conftest import ROOT, ONE_SECOND_CHUNKS, raw_params, subprocess_env, write_params
 from stages.params import load_params
 
 pytestmark = pytest.mark.slow
 
 # The tiny demo in 1 s chunks, two epochs of batches of 4 on the CPU.
 SMALL = {
-    **TINY_DEMO,
-    "data.chunk_seconds": 1.0,
-    "data.hop_seconds": 1.0,
-    "data.min_remainder_seconds": 0.5,
-    "features.workers": 0,
-    "features.device": "cpu",
+    **ONE_SECOND_CHUNKS,
     "train.epochs": 2,
     "train.batch_size": 4,
     "train.device": "cpu",

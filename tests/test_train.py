@@ -27,23 +27,18 @@ import torch
 import stages.featurize
 import stages.prepare
 import stages.train
-from conftest import TINY_DEMO, make_params, subprocess_env, write_params
+from conftest import ONE_SECOND_CHUNKS, make_params, subprocess_env, write_params
 from stages.datasets import read_classes
 from stages.models import create_model
 
 # 1 s chunks of the tiny demo: 18 train and 9 valid chunks of 128 x 101, batches of 4.
 SMALL = {
-    **TINY_DEMO,
+    **ONE_SECOND_CHUNKS,
     "lr": 1e-3,
-    "data.chunk_seconds": 1.0,
-    "data.hop_seconds": 1.0,
-    "data.min_remainder_seconds": 0.5,
     "data.max_chunks_per_recording": 3,
     "data.valid_fraction": 0.2,
     "features.n_mels": 128,
     "features.hop_ms": 10.0,
-    "features.workers": 0,
-    "features.device": "cpu",
     "train.epochs": 2,
     "train.batch_size": 4,
     "train.optimizer": "adam",
