@@ -68,9 +68,9 @@ def valid_metrics(split: SplitData, scores: np.ndarray, classes: list[str], grid
     }
 
 
-def soundscape_metrics(split: SplitData, scores: np.ndarray, classes: list[str], threshold: float) -> dict:
+def soundscape_metrics(split: SplitData, scores: np.ndarray, classes: list[str], threshold: float,
+                       at_threshold: list[set[str]]) -> dict:
     truth = metrics.birds_strings_to_sets(split.labels["birds"])
-    at_threshold = metrics.predictions_to_label_sets(scores, classes, threshold)
     at_half = metrics.predictions_to_label_sets(scores, classes, 0.5)
     return {
         "windows": len(scores),
@@ -105,8 +105,9 @@ def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: 
 
     result = {"valid": valid_metrics(valid, valid_scores, classes, params.evaluate.threshold_grid)}
     threshold = result["valid"]["threshold"]
+    predicted = metrics.predictions_to_label_sets(sound_scores, classes, threshold)
     if len(sound_scores):
-        result["soundscape"] = soundscape_metrics(soundscape, sound_scores, classes, threshold)
+        result["soundscape"] = soundscape_metrics(soundscape, sound_scores, classes, threshold, predicted)
     windows = len(valid_scores) + len(sound_scores)
     result["inference"] = {"windows_per_second": windows / max(valid_seconds + sound_seconds, 1e-9),
                            "batch_size": batch, "device": device_name(device)}
@@ -115,7 +116,6 @@ def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: 
         tmp.mkdir()
         metrics.per_class_average_precision(valid.targets, valid_scores, classes).to_csv(
             tmp / "per_class_ap.csv", index=False)
-        predicted = metrics.predictions_to_label_sets(sound_scores, classes, threshold)
         pd.DataFrame({"row_id": soundscape.labels["item_id"],
                       "birds": metrics.label_sets_to_birds_strings(predicted)}).to_csv(
             tmp / "submission.csv", index=False)
