@@ -5,6 +5,7 @@ refuses a --model that params.yaml does not define."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 
@@ -102,8 +103,8 @@ def test_integer_lr_is_a_float():
     ("train.channels_last", "yes", "must be auto, true or false"),
     ("data.strict", "yes", "expected true or false"),
     ("data.strict", 1, "expected true or false"),
-    ("models.efficientnet_b0.pretrained", "", "is empty"),
-    ("models.ast_tiny.pretrained", "", "is empty"),
+    ("models.efficientnet_b0.pretrained", "", "expected true, false or a file path, got ''"),
+    ("models.ast_tiny.pretrained", "", "expected true, false or a file path, got ''"),
     ("models.ast_tiny.pretrained", 1, "expected true, false or a file path"),
     ("models.ast_tiny.lr_scale", 0, "must be > 0"),
     ("models.ast_tiny.options", [1, 2], "expected a mapping"),
@@ -115,7 +116,7 @@ def test_bad_value_is_named(dotted, value, message):
     assert message in error
 
 
-@pytest.mark.parametrize("section", ["", "train", "data", "models.ast_tiny"])
+@pytest.mark.parametrize("section", ["", "train", "data", "models.ast_tiny", "evaluate"])
 def test_unknown_key_is_named(section):
     raw = raw_params()
     node = raw
@@ -133,6 +134,102 @@ def test_unknown_key_is_named(section):
 def test_missing_key_is_named(dotted):
     error = error_for(delete_key(raw_params(), dotted))
     assert error == f"{dotted}: missing"
+
+
+@pytest.mark.parametrize("dotted, value", [
+    ("data.sample_rate", 7999),
+    ("data.chunk_seconds", 0),
+    ("data.chunk_seconds", -5.0),
+    ("data.hop_seconds", 0),
+    ("data.max_chunks_per_recording", 0),
+    ("data.min_remainder_seconds", 0),
+    ("data.min_remainder_seconds", 5.5),  # > chunk_seconds (5.0)
+    ("data.secondary_label_weight", -0.1),
+    ("data.secondary_label_weight", 1.1),
+    ("data.valid_fraction", 0),
+    ("data.valid_fraction", 1),
+    ("data.min_rating", "high"),
+    ("data.root", 5),
+    ("train.threads", 0),
+    ("train.threads", -1),
+    ("train.threads", "many"),
+    ("train.threads", True),
+    ("train.threads", 2.0),
+    ("train.channels_last", 1),
+    ("evaluate.tune_fraction", 0),
+    ("evaluate.tune_fraction", 1),
+    ("evaluate.bootstrap_samples", 5),
+    ("evaluate.confidence_level", 1.5),
+    ("evaluate.confidence_level", 0),
+    ("demo.min_recording_seconds", 31.0),  # > max_recording_seconds (30.0)
+    ("demo.soundscape_seconds", 12),
+    ("features.fmin", 14000.0),  # not < fmax
+    ("features.win_ms", 0),
+    ("features.device", "tpu"),
+    ("models.ast_tiny.lr_scale", -0.2),
+])
+def test_out_of_range_value_is_named(dotted, value):
+    assert error_for(set_key(raw_params(), dotted, value)).startswith(f"{dotted}: ")
+
+
+@pytest.mark.parametrize("dotted", ["seed", "train.epochs", "data.max_chunks_per_recording",
+                                    "evaluate.bootstrap_samples", "lr", "data.chunk_seconds",
+                                    "evaluate.confidence_level", "models.ast_tiny.lr_scale"])
+@pytest.mark.parametrize("value", [True, False])
+def test_bools_are_not_numbers(dotted, value):
+    error = error_for(set_key(raw_params(), dotted, value))
+    assert error.startswith(f"{dotted}: expected "), error
+    assert repr(value) in error
+
+
+def test_threshold_grid_names_the_item():
+    error = error_for(set_key(raw_params(), "evaluate.threshold_grid", [0.1, 0.5, 1.0]))
+    assert error == "evaluate.threshold_grid[2]: must be < 1"
+
+
+@pytest.mark.parametrize("dotted, value", [("train.threads", 3), ("train.threads", "auto"),
+                                           ("train.channels_last", True), ("models.ast_tiny.pretrained", True),
+                                           ("models.ast_tiny.pretrained", "ckpt/ast.pt")])
+def test_accepted_values(dotted, value):
+    *parents, leaf = dotted.split(".")
+    node = parse_params(set_key(raw_params(), dotted, value))
+    for name in parents:
+        node = node[name] if isinstance(node, dict) else getattr(node, name)
+    assert getattr(node, leaf) == value and type(getattr(node, leaf)) is type(value)
+
+
+def test_options_none_is_an_empty_dict():
+    params = parse_params(set_key(raw_params(), "models.ast_tiny.options", None))
+    assert params.models["ast_tiny"].options == {} and type(params.models["ast_tiny"].options) is dict
+
+
+def test_params_are_frozen():
+    params = parse_params(raw_params())
+    for node, field in [(params, "lr"), (params.data, "root"), (params.train, "epochs"),
+                        (params.models["ast_tiny"], "lr_scale"), (params.evaluate, "tune_fraction")]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(node, field, getattr(node, field))
+
+
+def test_replace_still_validates():
+    params = parse_params(raw_params())
+    train = dataclasses.replace(params.train, batch_size=4)
+    assert dataclasses.replace(params, train=train).train.batch_size == 4
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        dataclasses.replace(params.train, batch_size=0)
+
+
+def test_first_error_prefers_an_unknown_key():
+    raw = raw_params()
+    raw["train"]["epochs_"] = raw["train"].pop("epochs")
+    raw["seed"] = "x"
+    assert error_for(raw).startswith("train.epochs_: unknown key (allowed: epochs, ")
+
+
+def test_repo_params_file_loads():
+    params = load_params(ROOT / "params.yaml")
+    assert params.models and params.train.threads == "auto"
+    assert params.data.chunk_samples == round(params.data.chunk_seconds * params.data.sample_rate)
 
 
 def test_empty_models_are_rejected():
