@@ -1,7 +1,11 @@
 """Stage featurize: every chunk of the chunk table -> a float16 log-mel array on disk.
 
-Worker processes decode each recording once (mono, resampled to data.sample_rate) and cut its
-chunks. On the CPU the workers also compute the log-mels (one thread each, so every core does
+Worker processes decode each recording once (mono, resampled to data.sample_rate), as far as its
+last chunk and holding only the chunks' spans, so memory follows the chunks, not the file or what its
+header claims (stages/audio.decode_chunks). A file that cannot be used (undecodable, an odd sample
+rate, NaN or Inf samples, less audio than its header promised) is skipped, its rows left zero and
+invalid, or with data.strict stops the stage. The free disk space for features.npy is checked before
+it is created. On the CPU the workers also compute the log-mels (one thread each, so every core does
 decode + mel); on CUDA the main process computes them in batches on the GPU. The main process
 streams the float16 rows into a memory-mapped .npy file, so memory use does not grow with the size
 of the dataset, and accumulates normalisation statistics over the train split only.
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import mmap
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from stages.atomic import atomic_path, write_json
-from stages.audio import CpuLogMel, LogMel, cut_chunk, decode_mono, n_frames
+from stages.audio import AudioError, CpuLogMel, LogMel, decode_chunks, n_frames
 from stages.devices import resolve_device
 from stages.params import DataParams, FeatureParams, ParamsError, load_params
 from stages.problems import Problems
@@ -35,11 +40,19 @@ RELEASE_EVERY_BYTES = 64 * 2**20
 # worker that finished its short files waits idle behind the other's long one. CPU items are float16
 # log-mels; GPU-path items are 4x larger waveforms and the GPU keeps up, so those keep the default.
 CPU_PREFETCH_FILES = 8
+# Free space kept on top of features.npy itself: index.csv, stats.json, the report, and some room
+# for whatever else writes to the same file system meanwhile.
+DISK_MARGIN_BYTES = 64 * 2**20
+
+
+class DiskSpaceError(OSError):
+    """Not enough free space for features.npy; the message gives both sizes and what to do."""
 
 
 class RecordingChunks(torch.utils.data.Dataset):
     """One item per audio file: the ids of its chunks and either their waveforms [chunks, samples]
-    ("waves") or, given a `frontend`, their float16 log-mels [chunks, n_mels, frames] ("mels")."""
+    ("waves") or, given a `frontend`, their float16 log-mels [chunks, n_mels, frames] ("mels"); or
+    "error", why the file is unusable. Decoding holds only what the chunks need (see decode_chunks)."""
 
     def __init__(self, chunks: pd.DataFrame, root: Path, p: DataParams, frontend: CpuLogMel | None = None):
         self.groups = [group for _, group in chunks.groupby("path", sort=False)]
@@ -56,17 +69,16 @@ class RecordingChunks(torch.utils.data.Dataset):
         item = {"path": str(path), "chunk_ids": group["chunk_id"].tolist(), "error": None,
                 "audio_seconds": 0.0, "waves": None, "mels": None}
         try:
-            wave = decode_mono(path, self.p.sample_rate)
+            decoded = decode_chunks(path, group["start_s"].tolist(), group["audio_s"].tolist(),
+                                    self.p.sample_rate, self.p.chunk_samples, self.p.min_remainder_seconds)
+        except AudioError as err:
+            item["error"] = str(err)
+            return item
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
             item["error"] = f"cannot decode audio ({err})"
             return item
-        if len(wave) == 0:
-            item["error"] = "decoded audio has no samples"
-            return item
-        item["audio_seconds"] = len(wave) / self.p.sample_rate
-        waves = torch.stack([
-            cut_chunk(wave, start, audio_s, self.p.sample_rate, self.p.chunk_samples)
-            for start, audio_s in zip(group["start_s"], group["audio_s"])])
+        item["audio_seconds"] = decoded.seconds_read
+        waves = decoded.waves
         if self.frontend is None:
             item["waves"] = waves
         else:  # float16 here halves what travels back to the main process
@@ -75,23 +87,34 @@ class RecordingChunks(torch.utils.data.Dataset):
 
 
 class TrainStats:
-    """Sum and sum of squares of the stored float16 values of train rows: what training will see."""
+    """Sum and sum of squares of the stored float16 values of train rows: what training will see.
+
+    Refuses to give a NaN or infinite mean or std (every later stage would train on NaN losses):
+    decode_chunks rejects the audio that could cause one, so this is a second line of defence.
+    """
 
     def __init__(self, is_train: np.ndarray):
         self.is_train = is_train
         self.sums = np.zeros(2, dtype=np.float64)
         self.count = 0
+        self.first_non_finite: str | None = None
 
-    def add(self, rows: np.ndarray, values: np.ndarray) -> None:
+    def add(self, rows: np.ndarray, values: np.ndarray, source: str = "") -> None:
         train_rows = self.is_train[rows]
         if train_rows.any():
             train = values[train_rows].astype(np.float64).ravel()
             self.sums += [train.sum(), np.square(train, out=train).sum()]
             self.count += train.size
+            if self.first_non_finite is None and not np.isfinite(self.sums).all():
+                self.first_non_finite = f"{source} (rows {rows[train_rows].tolist()})"
 
     def mean_std(self) -> tuple[float, float]:
         if self.count == 0:
             raise ValueError("featurize: no train chunk could be decoded; nothing to compute statistics on")
+        if self.first_non_finite is not None:
+            raise ValueError(f"featurize: the normalisation statistics are not finite: train features "
+                             f"hold NaN or Inf, first from {self.first_non_finite}. The stage stops here; "
+                             "remove or re-encode that recording.")
         mean = self.sums[0] / self.count
         return float(mean), float(np.sqrt(max(self.sums[1] / self.count - mean**2, 0.0)))
 
@@ -131,6 +154,27 @@ def check_feature_params(p: FeatureParams, sample_rate: int) -> None:
                           f"({sample_rate / 2} Hz) of data.sample_rate")
 
 
+def check_free_space(target: Path, needed: int) -> None:
+    """Fail before writing when `needed` bytes (plus DISK_MARGIN_BYTES) do not fit where `target` goes.
+
+    features.npy is a memory map: a disk filling up half-way would kill the stage with SIGBUS."""
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free < needed + DISK_MARGIN_BYTES:
+        raise DiskSpaceError(
+            f"featurize: {target.name} needs {_size(needed)} (chunks x n_mels x frames x 2 bytes), plus "
+            f"a {_size(DISK_MARGIN_BYTES)} margin, but the file system holding {existing} has only "
+            f"{_size(free)} free. Free space there (or move the DVC workspace to a larger disk), or make "
+            "the features smaller: fewer chunks (data.max_chunks_per_recording), features.n_mels, "
+            "data.chunk_seconds.")
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.2f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.1f} MiB"
+
+
 def featurize(chunks: pd.DataFrame, root: Path, data: DataParams, fp: FeatureParams, out: Path,
               problems: Problems) -> dict:
     check_feature_params(fp, data.sample_rate)
@@ -138,6 +182,7 @@ def featurize(chunks: pd.DataFrame, root: Path, data: DataParams, fp: FeaturePar
     on_gpu = device.type == "cuda"
     dataset = RecordingChunks(chunks, root, data, None if on_gpu else CpuLogMel(fp, data.sample_rate))
     frames = n_frames(data.chunk_samples, fp.hop_length(data.sample_rate))
+    check_free_space(out / "features.npy", len(chunks) * fp.n_mels * frames * 2)
     writer = FeatureWriter(out / "features.npy", (len(chunks), fp.n_mels, frames))
     valid = np.zeros(len(chunks), dtype=bool)
     stats = TrainStats((chunks["split"] == "train").to_numpy())
@@ -158,7 +203,7 @@ def featurize(chunks: pd.DataFrame, root: Path, data: DataParams, fp: FeaturePar
             for rows, values in _feature_rows(item, gpu_frontend, fp.batch_size, device):
                 writer.write(rows, values)
                 valid[rows] = True
-                stats.add(rows, values)
+                stats.add(rows, values, item["path"])
     elapsed = time.perf_counter() - started
     writer.close()
 

@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from conftest import make_params, tone, write_ogg
-from stages.audio import LOG_OFFSET, CpuLogMel, LogMel, cut_chunk, decode_mono, downmix
+from stages.audio import LOG_OFFSET, AudioError, CpuLogMel, LogMel, cut_chunk, decode_chunks, decode_mono, downmix
 
 SR = 32000
 FEATURE_VARIANTS = {
@@ -116,3 +116,64 @@ def test_downmix_is_bit_identical_to_the_channel_mean(tmp_path, channels):
     wave = decode_mono(path, SR)
     assert wave.dtype == torch.float32
     np.testing.assert_array_equal(wave.numpy(), audio.mean(axis=1))
+
+
+# ------------------------------------------------------------- decode_chunks: what featurize decodes
+
+CHUNKS = [(0.0, 5.0), (1.2345, 5.0), (3.0, 5.0), (4.99, 5.0), (7.1, 2.9), (8.0, 2.0)]  # 10 s files
+
+
+def write_audio(path, seconds, rate, channels=1, seed=0):
+    """Noise plus a tone, `channels` channels at different levels, as WAV (float) or Ogg Vorbis."""
+    audio = tone(seconds, sample_rate=rate, freq=min(3000.0, rate / 5), noise=0.05, seed=seed)
+    audio = np.stack([audio * (1.0 - 0.2 * c) for c in range(channels)], axis=1)
+    if path.suffix == ".ogg":
+        write_ogg(path, audio, rate)
+    else:
+        sf.write(path, audio, rate, subtype="FLOAT")
+    return path
+
+
+def reference_chunks(path, chunks, chunk_samples=5 * SR):
+    """The chunks cut from the whole file, decoded at once: what featurize used to do."""
+    wave = decode_mono(path, SR)
+    return torch.stack([cut_chunk(wave, start, audio_s, SR, chunk_samples) for start, audio_s in chunks])
+
+
+@pytest.mark.parametrize("rate, channels, suffix", [
+    (32000, 1, ".wav"), (32000, 2, ".ogg"), (44100, 2, ".ogg"), (48000, 1, ".ogg"), (44100, 1, ".wav"),
+    (22050, 1, ".wav"), (11025, 2, ".wav"), (8000, 1, ".wav"), (16000, 3, ".wav"), (96000, 1, ".wav"),
+    (1000, 1, ".wav"),
+])
+def test_decode_chunks_gives_exactly_the_chunks_of_the_whole_file(tmp_path, rate, channels, suffix):
+    """Each chunk's span is decoded and resampled alone, with a margin: the values must be the ones
+    resampling the whole file gives, bit for bit, including chunks that reach the end of the file."""
+    path = write_audio(tmp_path / f"audio{suffix}", 10.0, rate, channels)
+    decoded = decode_chunks(path, *zip(*CHUNKS), SR, 5 * SR, 2.0)
+    expected = reference_chunks(path, CHUNKS)
+    assert decoded.waves.shape == expected.shape and decoded.waves.dtype == torch.float32
+    for k in range(len(CHUNKS)):
+        assert torch.equal(decoded.waves[k], expected[k]), CHUNKS[k]
+    assert decoded.seconds_read == pytest.approx(10.0, abs=1e-3)
+
+
+def test_decode_chunks_reads_only_up_to_the_last_chunk(tmp_path):
+    path = write_audio(tmp_path / "long.wav", 60.0, 44100)
+    decoded = decode_chunks(path, [0.0, 10.0], [5.0, 5.0], SR, 5 * SR, 2.0)
+    assert 15.0 <= decoded.seconds_read <= 15.1
+    # At most the two chunks' spans (plus a few hundred samples of resampler margin each) were held,
+    # never the file or the 5 s between them.
+    assert decoded.most_frames_held <= 2 * (5 * 44100 + 2000)
+    torch.testing.assert_close(decoded.waves, reference_chunks(path, [(0.0, 5.0), (10.0, 5.0)]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rate, reason", [
+    (999, "sample rate 999 Hz is outside"),
+    (500_000, "sample rate 500000 Hz is outside"),
+    (44101, "needs a filter of"),  # coprime with 32000 Hz: a 22 GiB resampling filter
+])
+def test_decode_chunks_refuses_unusable_sample_rates(tmp_path, rate, reason):
+    path = tmp_path / "odd.wav"
+    sf.write(path, np.zeros(rate // 10, dtype=np.float32), rate)
+    with pytest.raises(AudioError, match=reason):
+        decode_chunks(path, [0.0], [0.1], SR, 5 * SR, 0.05)
