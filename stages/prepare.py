@@ -10,27 +10,26 @@ geometry and the split only, and the targets live in their own file, so a label-
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
-from tqdm import tqdm
 
 from stages.atomic import atomic_path, write_json
-from stages.labels import NOCALL, MalformedLabels, normalize_code, parse_secondary_labels, split_known, weak_target
+from stages.labels import NOCALL, split_known, weak_target
+from stages.metadata import SOUNDSCAPE_LABELS_FILE, read_recordings, read_soundscape_windows
 from stages.params import DataParams, load_params
-from stages.problems import DatasetError, Problems
+from stages.problems import Problems
 
-METADATA_FILE = "train_metadata.csv"
-SHORT_AUDIO_DIR = "train_short_audio"
-SOUNDSCAPE_DIR = "train_soundscapes"
-SOUNDSCAPE_LABELS_FILE = "train_soundscape_labels.csv"
-METADATA_REQUIRED = ["primary_label", "secondary_labels", "filename", "rating"]
-SOUNDSCAPE_REQUIRED = ["row_id", "site", "audio_id", "seconds", "birds"]
 SOUNDSCAPE_WINDOW_SECONDS = 5.0  # the competition scores 5 s windows
 CHUNK_COLUMNS = ["chunk_id", "split", "path", "start_s", "audio_s", "target_row", "item_id"]
-OGG_MAX_PAGE_BYTES = 27 + 255 + 255 * 255  # header, segment table, 255 segments of 255 bytes
+EPSILON = 1e-9  # seconds: a chunk that ends this close past the recording's end still counts as full
+# Chunk i starts at the float sum of i hops (hop_sum), as it always did, so chunk tables stay
+# byte-identical. From about 2**52 hops on such a sum stalls (the old loop never ended there):
+# recordings longer than RUNNING_SUM_HOPS hops (5.6e15 s at a 5 s hop) put chunk i at i * hop.
+RUNNING_SUM_HOPS = 2**50
 
 
 def chunk_windows(duration: float, chunk: float, hop: float, min_remainder: float,
@@ -38,126 +37,82 @@ def chunk_windows(duration: float, chunk: float, hop: float, min_remainder: floa
     """(start, seconds of real audio) for each chunk of a recording.
 
     Full chunks every `hop` seconds, then the tail if it holds at least `min_remainder` seconds
-    and reaches past the last full chunk (zero-padded later). Long recordings keep `max_chunks` chunks spread evenly over the whole recording, so the
-    kept pieces are not all from its start.
+    and reaches past the last full chunk (zero-padded later). Long recordings keep `max_chunks`
+    chunks spread evenly over the whole recording, so the kept pieces are not all from its start.
+    The cost is O(max_chunks) whatever the duration (a header may claim 10^9 s): the chunks are
+    counted, and only the kept ones are built. ValueError for a duration that is not finite.
     """
-    windows = []
-    start = 0.0
-    while start + chunk <= duration + 1e-9:
-        windows.append((start, chunk))
-        start += hop
-    tail = duration - start
-    covered_until = windows[-1][0] + chunk if windows else 0.0
-    if tail >= min_remainder and duration > covered_until + 1e-9:
-        windows.append((start, tail))
-    if len(windows) > max_chunks:
-        keep = np.linspace(0, len(windows) - 1, max_chunks).round().astype(int)
-        windows = [windows[i] for i in keep]
-    return [(round(s, 6), round(a, 6)) for s, a in windows]
+    if not math.isfinite(duration):
+        raise ValueError(f"duration must be a finite number of seconds, got {duration!r}")
+    running = duration / hop < RUNNING_SUM_HOPS
+
+    def start(i: int) -> float:
+        if running:
+            return hop_sum(i, hop)
+        try:
+            return i * hop
+        except OverflowError:  # i beyond floats: past any duration
+            return math.inf
+
+    n_full = full_chunk_count(start, duration, chunk, hop)
+    tail = duration - start(n_full)
+    covered_until = start(n_full - 1) + chunk if n_full else 0.0
+    # tail < chunk always holds, except at absurd durations where a chunk is below the float spacing.
+    has_tail = min_remainder <= tail < chunk and duration > covered_until + EPSILON
+    total = n_full + int(has_tail)
+    if total > max_chunks:
+        spread = (np.linspace(0, total - 1, max_chunks) if total < 2**53  # as always
+                  else np.linspace(0.0, 1.0, max_chunks) * float(total - 1))  # no float overflow
+        indices = [int(i) for i in spread.round()]
+    else:
+        indices = range(total)
+    return [(round(start(i), 6), round(chunk if i < n_full else tail, 6)) for i in indices]
 
 
-def read_table(path: Path, required: list[str]) -> pd.DataFrame:
-    if not path.is_file():
-        raise DatasetError(f"{path}: not found. Point data.root in params.yaml at a folder in the "
-                           "BirdCLEF 2021 layout (see README, 'Reproduce on BirdCLEF 2021').")
-    try:
-        table = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        raise DatasetError(f"{path}: the file is empty; expected a CSV with columns {required}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path}: not a readable CSV ({err})") from None
-    missing = [column for column in required if column not in table.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    if table.empty:
-        raise DatasetError(f"{path}: has a header but no rows")
-    return table
+def full_chunk_count(start, duration: float, chunk: float, hop: float) -> int:
+    """How many i >= 0 have start(i) + chunk <= duration + EPSILON, for a non-decreasing start():
+    a guess by division, then a bisection, so O(log) calls whatever the count."""
+    def fits(i: int) -> bool:
+        return start(i) + chunk <= duration + EPSILON
+
+    if not fits(0):
+        return 0
+    quotient = (duration + EPSILON - chunk) / hop
+    guess = int(quotient) if math.isfinite(quotient) else int(sys.float_info.max)
+    low = guess if fits(guess) else 0  # fits(low)
+    high = guess + 1
+    while fits(high):
+        low, high = high, 2 * high
+    while high - low > 1:  # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low + 1
 
 
-def audio_duration(path: Path, root: Path) -> tuple[float | None, str | None]:
-    """Duration from the file header, or the reason the file cannot be used."""
-    if not path.resolve().is_relative_to(root.resolve()):
-        return None, f"path points outside data.root ({root})"
-    if not path.is_file():
-        return None, "file not found"
-    if path.stat().st_size == 0:
-        return None, "file is empty"
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as err:
-        return None, f"not a readable audio file ({err})"
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None, "audio header reports no samples"
-    if info.format == "OGG" and not ogg_ends_with_eos_page(path):
-        return None, "truncated Ogg file (it does not end with an end-of-stream page)"
-    return info.frames / info.samplerate, None
+def hop_sum(i: int, hop: float) -> float:
+    """0.0 + hop + hop + ... (i additions) in floats: where the loop this replaced put chunk i.
 
-
-def ogg_ends_with_eos_page(path: Path) -> bool:
-    """True when the file ends with a whole Ogg page flagged end-of-stream.
-
-    libsndfile reads a truncated Ogg file (say, an interrupted download) without complaint, as a
-    shorter recording; the missing end-of-stream page at its end is what gives it away.
+    Made in O(log i) steps. Between two powers of two every float is a multiple of one spacing,
+    and once an addition has started and ended there, each further one adds the same amount
+    (round-to-nearest-even sees the same remainder; after a tie the sum is even), so those
+    additions are counted, not made. Exact for i < RUNNING_SUM_HOPS (the sum cannot stall there).
     """
-    with path.open("rb") as file:
-        size = file.seek(0, 2)
-        file.seek(max(0, size - OGG_MAX_PAGE_BYTES))
-        tail = file.read()
-    position = tail.rfind(b"OggS")
-    while position >= 0:  # "OggS" can also occur inside packet data: keep the page ending at EOF
-        header = tail[position:position + 27]
-        if len(header) == 27:
-            segments = tail[position + 27:position + 27 + header[26]]
-            if (len(segments) == header[26]
-                    and position + 27 + len(segments) + sum(segments) == len(tail)):
-                return bool(header[5] & 0x04)
-        position = tail.rfind(b"OggS", 0, position)
-    return False
-
-
-def read_recordings(root: Path, p: DataParams, problems: Problems) -> pd.DataFrame:
-    """Metadata rows that point at usable audio, with parsed labels and durations."""
-    metadata = read_table(root / METADATA_FILE, METADATA_REQUIRED)
-    metadata_name = str(root / METADATA_FILE)
-    records = []
-    n_below_rating = 0
-    for line, row in tqdm(enumerate(metadata.itertuples(index=False), start=2), total=len(metadata),
-                          desc="prepare: reading headers", unit="file"):
-        try:
-            rating = float(row.rating)
-        except (TypeError, ValueError):
-            problems.skip(metadata_name, line, f"rating {row.rating!r} is not a number")
-            continue
-        if rating < p.min_rating:
-            n_below_rating += 1
-            continue
-        primary = normalize_code(str(row.primary_label)) if isinstance(row.primary_label, str) else ""
-        if not primary:
-            problems.skip(metadata_name, line, "empty primary_label")
-            continue
-        try:
-            secondaries = parse_secondary_labels(row.secondary_labels)
-        except MalformedLabels as err:
-            problems.skip(metadata_name, line, f"malformed secondary_labels: {err}")
-            continue
-        relative = Path(SHORT_AUDIO_DIR) / primary / str(row.filename)
-        duration, reason = audio_duration(root / relative, root)
-        if reason is not None:
-            problems.skip(str(root / relative), line, reason)
-            continue
-        if duration < p.min_remainder_seconds:
-            problems.skip(str(root / relative), line,
-                          f"recording is {duration:.2f} s, shorter than data.min_remainder_seconds "
-                          f"({p.min_remainder_seconds} s)")
-            continue
-        records.append({"item_id": Path(str(row.filename)).stem, "path": relative.as_posix(),
-                        "duration": duration, "primary_label": primary,
-                        "raw_secondary": secondaries, "line": line})
-    if not records:
-        raise DatasetError(f"{metadata_name}: no usable recordings (see skipped files in the report)")
-    recordings = pd.DataFrame(records)
-    recordings.attrs["n_below_rating"] = n_below_rating
-    return recordings
+    numerator, _ = hop.as_integer_ratio()
+    if i * numerator < 2**53:
+        return i * hop  # every partial sum is a float exactly, and so is the product
+    total = 0.0
+    while i > 0:
+        before, total, i = total, total + hop, i - 1
+        if i == 0 or before == 0.0 or math.frexp(before)[1] != math.frexp(total)[1]:
+            continue  # this addition crossed a power of two
+        step = (total + hop) - total
+        if step == 0.0:
+            return total  # hop is below half the float spacing: the sum has stalled
+        top = 2.0 ** math.frexp(total)[1]  # the next power of two
+        room = math.ceil((top - total) / step) - 1  # additions of `step` that stay below top
+        jump = min(i, room)
+        total, i = total + jump * step, i - jump
+    return total
 
 
 def split_by_recording(primary_labels: pd.Series, valid_fraction: float, seed: int) -> np.ndarray:
@@ -172,44 +127,6 @@ def split_by_recording(primary_labels: pd.Series, valid_fraction: float, seed: i
     return split
 
 
-def read_soundscape_windows(root: Path, p: DataParams, problems: Problems) -> pd.DataFrame:
-    """One row per labelled 5 s soundscape window, with the file it comes from."""
-    labels_path = root / SOUNDSCAPE_LABELS_FILE
-    if not labels_path.exists():
-        problems.warn(str(labels_path), None, "no soundscape labels: the soundscape evaluation is skipped")
-        return pd.DataFrame(columns=["item_id", "path", "window_end", "birds"])
-    labels = read_table(labels_path, SOUNDSCAPE_REQUIRED)
-    files = {}
-    for path in sorted((root / SOUNDSCAPE_DIR).glob("*.ogg")):
-        parts = path.stem.split("_")
-        if len(parts) < 2:
-            problems.skip(str(path), None, "file name is not <audio_id>_<SITE>_<YYYYMMDD>.ogg")
-            continue
-        audio_id, site = parts[:2]
-        files[(audio_id, site)] = path
-    durations: dict[Path, tuple[float | None, str | None]] = {}
-    windows = []
-    for line, row in enumerate(labels.itertuples(index=False), start=2):
-        path = files.get((str(row.audio_id), str(row.site)))
-        if path is None:
-            problems.skip(str(labels_path), line,
-                          f"no file {SOUNDSCAPE_DIR}/{row.audio_id}_{row.site}_*.ogg for row {row.row_id}")
-            continue
-        if path not in durations:
-            durations[path] = audio_duration(path, root)
-        duration, reason = durations[path]
-        if reason is not None:
-            problems.skip(str(path), line, reason)
-            continue
-        if not 0 < float(row.seconds) <= duration + 1e-6:
-            problems.skip(str(labels_path), line,
-                          f"window ending at {row.seconds} s lies outside {path.name} ({duration:.1f} s)")
-            continue
-        windows.append({"item_id": str(row.row_id), "path": path.relative_to(root).as_posix(),
-                        "window_end": float(row.seconds), "birds": str(row.birds)})
-    return pd.DataFrame(windows)
-
-
 def soundscape_chunk(window_end: float, chunk_seconds: float) -> tuple[float, float]:
     # A chunk as long as the training chunks, centred on the competition's 5 s window.
     centre = window_end - SOUNDSCAPE_WINDOW_SECONDS / 2
@@ -217,60 +134,99 @@ def soundscape_chunk(window_end: float, chunk_seconds: float) -> tuple[float, fl
     return round(start, 6), chunk_seconds
 
 
+class Tables:
+    """The rows of labels.csv, targets.npy and chunks.csv, built together."""
+
+    def __init__(self, classes: list[str]):
+        self.classes = classes
+        self.class_index = {code: i for i, code in enumerate(classes)}
+        self.label_rows: list[dict] = []
+        self.targets: list[np.ndarray] = []
+        self.chunks: list[dict] = []
+        self.dropped: dict[str, int] = {}  # unknown codes left out of written labels, with counts
+
+    def known(self, codes: list[str]) -> tuple[list[str], list[str]]:
+        kept, dropped = split_known(codes, self.class_index.keys())
+        for code in dropped:
+            self.dropped[code] = self.dropped.get(code, 0) + 1
+        return kept, dropped
+
+    def add_label(self, row: dict, target: np.ndarray) -> int:
+        target_row = len(self.label_rows)
+        self.label_rows.append({"target_row": target_row, **row})
+        self.targets.append(target)
+        return target_row
+
+
+def add_recordings(tables: Tables, recordings: pd.DataFrame, p: DataParams) -> None:
+    for rec in recordings.itertuples(index=False):
+        secondaries, _ = tables.known([c for c in rec.raw_secondary if c != rec.primary_label])
+        target_row = tables.add_label(
+            {"item_id": rec.item_id, "split": rec.split, "primary_label": rec.primary_label,
+             "secondary_labels": " ".join(secondaries), "birds": ""},
+            weak_target([rec.primary_label], secondaries, tables.class_index, p.secondary_label_weight))
+        for start, audio_s in chunk_windows(rec.duration, p.chunk_seconds, p.hop_seconds,
+                                            p.min_remainder_seconds, p.max_chunks_per_recording):
+            tables.chunks.append({"split": rec.split, "path": rec.path, "start_s": start,
+                                  "audio_s": audio_s, "target_row": target_row, "item_id": rec.item_id})
+
+
+def add_soundscapes(tables: Tables, windows: list[dict], p: DataParams, labels_name: str,
+                    problems: Problems) -> int:
+    """Soundscape windows labelled with the birds that are classes; returns how many windows lost
+    a bird that is not a class. Such a window is written without it and listed under `warnings`
+    (the model cannot name it anyway); a window whose birds are all unknown is skipped, as labelling
+    it `nocall` would be wrong."""
+    n_with_unknown = 0
+    for window in windows:
+        unknown = list(dict.fromkeys(code for code in window["birds"] if code not in tables.class_index))
+        if unknown and not set(window["birds"]) - set(unknown):
+            problems.skip(labels_name, window["line"], f"birds {unknown} are not classes (no usable "
+                          "training recording): the window cannot be labelled, and nocall would be wrong")
+            continue
+        if unknown:
+            n_with_unknown += 1
+            problems.warn(labels_name, window["line"], f"birds {unknown} are not classes (no usable "
+                          "training recording): left out of the window's label")
+        known, _ = tables.known(window["birds"])
+        target_row = tables.add_label(
+            {"item_id": window["item_id"], "split": "soundscape", "primary_label": "",
+             "secondary_labels": "", "birds": " ".join(known) or NOCALL},
+            weak_target(known, [], tables.class_index, 1.0))
+        start, audio_s = soundscape_chunk(window["window_end"], p.chunk_seconds)
+        tables.chunks.append({"split": "soundscape", "path": window["path"], "start_s": start,
+                              "audio_s": audio_s, "target_row": target_row, "item_id": window["item_id"]})
+    return n_with_unknown
+
+
 def build_tables(root: Path, p: DataParams, seed: int, problems: Problems):
     recordings = read_recordings(root, p, problems)
     classes = sorted(recordings["primary_label"].unique())
-    class_index = {code: i for i, code in enumerate(classes)}
     recordings["split"] = split_by_recording(recordings["primary_label"], p.valid_fraction, seed)
+    tables = Tables(classes)
+    add_recordings(tables, recordings, p)
+    windows = read_soundscape_windows(root, problems)
+    n_with_unknown = add_soundscapes(tables, windows, p, str(root / SOUNDSCAPE_LABELS_FILE), problems)
 
-    label_rows, targets, chunks = [], [], []
-    dropped_secondary: dict[str, int] = {}
-    for rec in recordings.itertuples(index=False):
-        secondaries, dropped = split_known([c for c in rec.raw_secondary if c != rec.primary_label],
-                                           set(classes))
-        for code in dropped:
-            dropped_secondary[code] = dropped_secondary.get(code, 0) + 1
-        target_row = len(label_rows)
-        label_rows.append({"target_row": target_row, "item_id": rec.item_id, "split": rec.split,
-                           "primary_label": rec.primary_label,
-                           "secondary_labels": " ".join(secondaries), "birds": ""})
-        targets.append(weak_target([rec.primary_label], secondaries, class_index, p.secondary_label_weight))
-        for start, audio_s in chunk_windows(rec.duration, p.chunk_seconds, p.hop_seconds,
-                                            p.min_remainder_seconds, p.max_chunks_per_recording):
-            chunks.append({"split": rec.split, "path": rec.path, "start_s": start, "audio_s": audio_s,
-                           "target_row": target_row, "item_id": rec.item_id})
-
-    windows = read_soundscape_windows(root, p, problems)
-    for window in windows.itertuples(index=False):
-        birds = [normalize_code(code) for code in window.birds.split() if code != NOCALL]
-        known, dropped = split_known(birds, set(classes))
-        for code in dropped:
-            dropped_secondary[code] = dropped_secondary.get(code, 0) + 1
-        target_row = len(label_rows)
-        label_rows.append({"target_row": target_row, "item_id": window.item_id, "split": "soundscape",
-                           "primary_label": "", "secondary_labels": "",
-                           "birds": " ".join(known) or NOCALL})
-        targets.append(weak_target(known, [], class_index, 1.0))
-        start, audio_s = soundscape_chunk(window.window_end, p.chunk_seconds)
-        chunks.append({"split": "soundscape", "path": window.path, "start_s": start, "audio_s": audio_s,
-                       "target_row": target_row, "item_id": window.item_id})
-
-    chunk_table = pd.DataFrame(chunks)
+    chunk_table = pd.DataFrame(tables.chunks)
     chunk_table.insert(0, "chunk_id", np.arange(len(chunk_table)))
+    labels = pd.DataFrame(tables.label_rows)
+    scape_birds = labels.loc[labels["split"] == "soundscape", "birds"]
     report = {
         "data_root": str(root),
         "classes": len(classes),
         "recordings": recordings["split"].value_counts().sort_index().to_dict(),
-        "soundscape_windows": len(windows),
-        "soundscape_nocall_windows": int((windows["birds"] == NOCALL).sum()) if len(windows) else 0,
+        "soundscape_windows": len(scape_birds),
+        "soundscape_nocall_windows": int((scape_birds == NOCALL).sum()),
+        "soundscape_windows_with_unknown_birds": n_with_unknown,
         "chunks": chunk_table["split"].value_counts().sort_index().to_dict(),
         "recordings_below_min_rating": int(recordings.attrs["n_below_rating"]),
-        "recordings_with_secondary_labels": int(sum(bool(row["secondary_labels"]) for row in label_rows)),
-        "unknown_codes_dropped": dict(sorted(dropped_secondary.items())),
+        "recordings_with_secondary_labels": int(sum(bool(row["secondary_labels"]) for row in tables.label_rows)),
+        "unknown_codes_dropped": dict(sorted(tables.dropped.items())),
         "skipped": problems.skipped,
         "warnings": problems.warnings,
     }
-    return chunk_table[CHUNK_COLUMNS], np.stack(targets), pd.DataFrame(label_rows), classes, report
+    return chunk_table[CHUNK_COLUMNS], np.stack(tables.targets), labels, classes, report
 
 
 def main() -> None:

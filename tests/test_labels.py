@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from stages.labels import MalformedLabels, parse_secondary_labels, split_known, weak_target
+from stages.labels import MalformedLabels, is_code, normalize_code, parse_secondary_labels, split_known, weak_target
 
 
 @pytest.mark.parametrize("cell, expected", [
@@ -85,3 +85,27 @@ def test_weak_target_zero_weight_and_several_positives():
     index = {"a": 0, "b": 1, "c": 2}
     np.testing.assert_array_equal(weak_target(["a", "c"], ["b"], index, 0.0), [1.0, 0.0, 1.0])
     assert math.isclose(weak_target([], ["c"], index, 0.7)[2], 0.7, rel_tol=1e-6)
+
+
+# ------------------------------------------------------------------------------ the code form
+
+@pytest.mark.parametrize("code, expected", [
+    ("amerob", "amerob"), ("rocpig1", "rocpig"), (" amerob", "amerob"), ("amerob\t", "amerob"),
+    ("\u00a0amerob\n", "amerob"),
+])
+def test_surrounding_whitespace_is_stripped(code, expected):
+    assert normalize_code(code) == expected and is_code(expected)
+
+
+@pytest.mark.parametrize("code", ["ame rob", "ame\trob", "AMEROB", "amérob", "amerob!", "", "ame-rob", "nocall",
+                                  "amer\x00ob", "x" * 3 + "\u0661"])
+def test_codes_outside_the_form_are_rejected(code):
+    assert not is_code(normalize_code(code))
+    with pytest.raises(MalformedLabels, match="not a species code"):
+        parse_secondary_labels(repr([code]))
+
+
+def test_messages_about_huge_cells_stay_short():
+    with pytest.raises(MalformedLabels) as error:
+        parse_secondary_labels("[" * 100000)
+    assert len(str(error.value)) < 200

@@ -1,4 +1,7 @@
 import json
+import math
+import sys
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -6,7 +9,7 @@ import pytest
 
 from conftest import make_dataset, make_params, metadata_row, run_stage, tone, write_metadata, write_ogg, write_params
 from stages.prepare import CHUNK_COLUMNS, build_tables, chunk_windows, split_by_recording
-from stages.problems import Problems
+from stages.problems import DatasetError, Problems
 
 
 def windows(duration, chunk=5.0, hop=5.0, min_remainder=2.0, max_chunks=100):
@@ -225,3 +228,122 @@ def test_prepare_main_writes_outputs(tmp_path, demo_root):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["skipped"] == [] and sum(report["chunks"].values()) == len(chunks)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------- chunk_windows: counted, not enumerated
+
+def enumerated_windows(duration, chunk, hop, min_remainder, max_chunks):
+    """chunk_windows as it was when it listed every window (the reference for normal durations)."""
+    windows = []
+    start = 0.0
+    while start + chunk <= duration + 1e-9:
+        windows.append((start, chunk))
+        start += hop
+    tail = duration - start
+    covered_until = windows[-1][0] + chunk if windows else 0.0
+    if tail >= min_remainder and duration > covered_until + 1e-9:
+        windows.append((start, tail))
+    if len(windows) > max_chunks:
+        keep = np.linspace(0, len(windows) - 1, max_chunks).round().astype(int)
+        windows = [windows[i] for i in keep]
+    return [(round(s, 6), round(a, 6)) for s, a in windows]
+
+
+@pytest.mark.parametrize("chunk, hop, min_remainder", [
+    (5.0, 5.0, 2.0), (5.0, 2.5, 2.0), (5.0, 2.5, 4.0), (0.3, 0.1, 0.25), (1.0, 1.0, 0.5),
+    (7.0, 3.0, 1.0), (5.0, 7.5, 1.0), (4.9, 1.7, 0.3), (10.0, 0.5, 5.0),
+])
+def test_chunk_windows_match_the_enumerating_version(chunk, hop, min_remainder):
+    rng = np.random.default_rng(round(100 * hop))
+    span = 300 * hop  # up to ~300 windows: the reference enumerates them all
+    durations = [*rng.uniform(0, span, 300), *rng.integers(0, span * 32000, 100) / 32000,
+                 *np.round(rng.uniform(0, span, 100), 2),
+                 *(k * hop + chunk + offset for k in range(20) for offset in (0.0, 1e-7, -1e-7)),
+                 0.0, chunk, min_remainder, 479999 / 32000]
+    for duration in map(float, durations):
+        for max_chunks in (1, 2, 3, 7, 1000):
+            assert (chunk_windows(duration, chunk, hop, min_remainder, max_chunks)
+                    == enumerated_windows(duration, chunk, hop, min_remainder, max_chunks)), duration
+
+
+def test_chunk_windows_cost_does_not_follow_the_claimed_duration():
+    tracemalloc.start()
+    try:
+        result = windows(1e6, max_chunks=3)  # 200,000 windows when enumerated (~25 MB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result == [(0.0, 5.0), (500000.0, 5.0), (999995.0, 5.0)]
+    assert peak < 200_000
+    for duration in (1e9, 1e15, 1e300, sys.float_info.max):  # would take hours, then run out of memory
+        assert [s for s, _ in windows(duration, max_chunks=3)][::2] == [0.0, duration - 5.0]
+    with pytest.raises(ValueError, match="finite"):
+        windows(math.inf)
+
+
+# ----------------------------------------------------------------------------- duplicates
+
+def duplicated_dataset(tmp_path):
+    root = make_dataset(tmp_path / "data", species=("amerob", "norcar"), per_species=4, soundscape=False)
+    metadata = pd.read_csv(root / "train_metadata.csv")
+    same = metadata.iloc[[0]]  # XC0000, amerob, listed again as it is
+    relabelled = metadata.iloc[[1]].assign(primary_label="norcar", secondary_labels="['amerob']")
+    write_ogg(root / "train_short_audio" / "norcar" / "XC0001.ogg", tone(6.0))  # the file it now names
+    pd.concat([metadata, same, relabelled, same]).to_csv(root / "train_metadata.csv", index=False)
+    return root
+
+
+def test_duplicate_rows_are_skipped_and_each_recording_is_in_one_split(tmp_path):
+    root = duplicated_dataset(tmp_path)
+    for seed in range(8):  # with the duplicates kept, some seed would put a copy in each split
+        p = make_params({"data.root": str(root)})
+        chunks, targets, labels, classes, report = build_tables(root, p.data, seed, Problems(strict=False))
+        assert labels["item_id"].is_unique and len(labels) == 8
+        assert (chunks.groupby("item_id")["split"].nunique() == 1).all()
+        assert labels.set_index("item_id").loc["XC0001", "primary_label"] == "amerob"  # the first row
+        skipped = [(s["row"], s["reason"]) for s in report["skipped"]]
+        assert [row for row, _ in skipped] == [10, 11, 12]
+        assert all("duplicate" in reason for _, reason in skipped)
+        assert "already listed on row 2" in skipped[0][1] and "row 3" in skipped[1][1]
+    with pytest.raises(DatasetError, match=r"train_metadata\.csv, row 10: duplicate"):
+        build_tables(root, p.data, 0, Problems(strict=True))
+
+
+# ---------------------------------------------------------------------- soundscape labels
+
+def soundscape_rows(root, rows):
+    pd.DataFrame([{"row_id": f"10000_COR_{s}", "site": "COR", "audio_id": 10000, "seconds": s, "birds": b}
+                  for s, b in rows]).to_csv(root / "train_soundscape_labels.csv", index=False)
+
+
+def test_soundscape_birds_that_are_not_classes_never_become_nocall(tmp_path):
+    root = make_dataset(tmp_path / "data")  # classes amerob, norcar; a 10 s soundscape
+    soundscape_rows(root, [(5, "xxxunk"), (10, "amerob xxxunk")])
+    p = make_params({"data.root": str(root)})
+    chunks, targets, labels, classes, report = build_tables(root, p.data, p.seed, Problems(strict=False))
+
+    scape = labels[labels["split"] == "soundscape"]
+    assert list(scape["item_id"]) == ["10000_COR_10"] and list(scape["birds"]) == ["amerob"]
+    assert [(s["row"], "not classes" in s["reason"]) for s in report["skipped"]] == [(2, True)]
+    assert [(w["row"], "xxxunk" in w["reason"]) for w in report["warnings"]] == [(3, True)]
+    assert report["soundscape_windows"] == len(scape) == (chunks["split"] == "soundscape").sum()
+    assert report["soundscape_nocall_windows"] == (scape["birds"] == "nocall").sum() == 0
+    assert report["soundscape_windows_with_unknown_birds"] == 1
+    with pytest.raises(DatasetError, match="row 2: birds"):
+        build_tables(root, p.data, p.seed, Problems(strict=True))
+
+
+@pytest.mark.parametrize("seconds, birds, reason", [
+    ("five", "amerob", "not a number"), ("", "amerob", "not a number"), ("inf", "amerob", "not a number"),
+    (5, "", "empty birds"), (5, "AMEROB", "not species codes"), (5, "ame,rob", "not species codes"),
+])
+def test_bad_soundscape_rows_are_skipped(tmp_path, seconds, birds, reason):
+    root = make_dataset(tmp_path / "data")
+    soundscape_rows(root, [(10, "nocall"), (seconds, birds)])
+    p = make_params({"data.root": str(root)})
+    _, _, labels, _, report = build_tables(root, p.data, p.seed, Problems(strict=False))
+    assert [(s["file"].endswith("train_soundscape_labels.csv"), s["row"]) for s in report["skipped"]] == [(True, 3)]
+    assert reason in report["skipped"][0]["reason"]
+    assert report["soundscape_windows"] == report["soundscape_nocall_windows"] == 1
+    with pytest.raises(DatasetError, match=f"row 3: .*{reason}"):
+        build_tables(root, p.data, p.seed, Problems(strict=True))
