@@ -20,7 +20,7 @@ class SplitData:
 
 def load_split(prepared_dir: Path, features_dir: Path, split: str) -> SplitData:
     """The decodable chunks of `split` ('train', 'valid' or 'soundscape')."""
-    chunks = pd.read_csv(prepared_dir / "chunks.csv")
+    chunks = pd.read_csv(prepared_dir / "chunks.csv", keep_default_na=False)  # an item "NA" stays "NA"
     labels = pd.read_csv(prepared_dir / "labels.csv", keep_default_na=False)
     index = pd.read_csv(features_dir / "index.csv")
     if len(index) != len(chunks) or not (index["chunk_id"].to_numpy() == chunks["chunk_id"].to_numpy()).all():

@@ -1,6 +1,8 @@
-"""Device choice shared by the stages: `auto` means CUDA when present, else CPU."""
+"""Device choice and CPU threading shared by the stages: `auto` means CUDA when present, else CPU."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -18,3 +20,28 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
+
+
+def cpu_threads(setting: int | str) -> int:
+    """train.threads resolved: a number as given; `auto` is OMP_NUM_THREADS when set (so
+    `OMP_NUM_THREADS=1 dvc queue start -j 2` gives each run one core), else the CPUs this process
+    may run on (its affinity mask, which containers and `taskset` narrow; os.cpu_count() does not)."""
+    if setting != "auto":
+        return int(setting)
+    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if from_env.isdigit() and int(from_env) >= 1:
+        return int(from_env)
+    return len(os.sched_getaffinity(0))
+
+
+def pin_cpu_computation(setting: int | str, device: torch.device) -> int:
+    """Fix what makes CPU results vary between runs on one machine: the intra-op thread count (it
+    decides how reductions are split) and non-deterministic kernels. Returns the thread count."""
+    threads = cpu_threads(setting)
+    torch.set_num_threads(threads)
+    # On the CPU almost every kernel is deterministic already; this makes the rest raise (or use a
+    # deterministic variant) instead of varying silently. On CUDA it would also need cuBLAS settings
+    # and costs speed, so GPU runs are reproducible only up to rounding (README, Guarantees).
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    return threads

@@ -21,8 +21,6 @@ uninterrupted one. With no `persist` outputs, DVC's run-cache restores a configu
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import math
 import resource
 import time
@@ -34,14 +32,22 @@ import torch.nn.functional as F
 from dvclive import Live
 from tqdm import tqdm
 
-from stages.atomic import atomic_path
+from stages import metrics
 from stages.augment import Normalise, SpecAugment, mixup
 from stages.batches import BatchReader
+from stages.checkpoints import load_resumable, resume_path, run_fingerprint, save
+from stages.convergence import convergence
 from stages.datasets import load_split, read_classes, read_feature_stats
-from stages.devices import device_name, resolve_device
+from stages.devices import device_name, pin_cpu_computation, resolve_device
 from stages.models import count_parameters, create_model
 from stages.params import Params, load_params
 from stages.recipe import Recipe, prepare_model, resolve_recipe, step_context
+
+
+@dataclass(frozen=True)
+class Validation:
+    loss: float   # mean BCE per chunk and class
+    map: float    # macro average precision over the classes present
 
 
 @dataclass
@@ -79,15 +85,17 @@ class Trainer:
         return loss.detach()
 
     @torch.no_grad()
-    def valid_loss(self, reader: BatchReader) -> float:
-        """Mean BCE per chunk and class on `reader`, in eval mode and without augmentation."""
+    def validate(self, reader: BatchReader) -> Validation:
+        """Mean BCE per chunk and class, and mAP, on `reader`, in eval mode without augmentation."""
         self.model.eval()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        logits, targets = [], []
         for batch in reader.batches():
             with step_context(self.device, self.recipe):
-                logits = self.step_model(self.normalise(batch.x))
-            total += F.binary_cross_entropy_with_logits(logits.float(), batch.y, reduction="sum") / batch.y.shape[1]
-        return total.item() / reader.n_chunks
+                logits.append(self.step_model(self.normalise(batch.x)).float())
+            targets.append(batch.y)
+        logits, targets = torch.cat(logits), torch.cat(targets)
+        loss = F.binary_cross_entropy_with_logits(logits.double(), targets.double()).item()
+        return Validation(loss, metrics.mean_average_precision(targets.cpu().numpy(), logits.cpu().numpy()))
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -118,36 +126,6 @@ def build_trainer(params: Params, model_name: str, n_classes: int, n_mels: int, 
         mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device)
 
 
-def run_fingerprint(params: Params, model_name: str, prepared_dir: Path, features_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: the configuration and the data it was made from."""
-    digest = hashlib.sha256()
-    config = {"lr": params.lr, "seed": params.seed, "train": params.train.__dict__,
-              "model": params.models[model_name].__dict__}
-    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for path in (prepared_dir / "targets.npy", prepared_dir / "chunks.csv",
-                 features_dir / "index.csv", features_dir / "stats.json"):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def resume_path(resume_dir: Path, model_name: str, fingerprint: str) -> Path:
-    return resume_dir / f"{model_name}-{fingerprint[:16]}" / "last.pt"
-
-
-def load_resumable(path: Path, fingerprint: str, epochs: int) -> dict | None:
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("fingerprint") != fingerprint or state["epoch"] >= epochs:
-        return None
-    return state
-
-
-def save(obj: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def peak_memory_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -163,7 +141,7 @@ def make_readers(batch_size: int, prepared_dir: Path, features_dir: Path,
 
 def log_epoch(live: Live, record: dict) -> None:
     live.step = record["epoch"]  # 1-based, like best_epoch, the curves and the report
-    for name in ("train_loss", "valid_loss", "lr", "epoch_seconds", "train_samples_per_second"):
+    for name in ("train_loss", "valid_loss", "valid_map", "lr", "epoch_seconds", "train_samples_per_second"):
         live.log_metric(name, record[name])
     live.next_step()
 
@@ -178,13 +156,14 @@ class TrainPaths:
 def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Path, paths: TrainPaths) -> dict:
     tp = params.train
     device = resolve_device(tp.device)
+    threads = pin_cpu_computation(tp.threads, device)
     classes = read_classes(prepared_dir)
     stats = read_feature_stats(features_dir)
     n_mels, n_frames = stats["shape"][1:]
     train_reader, valid_reader = make_readers(tp.batch_size, prepared_dir, features_dir, device)
     trainer = build_trainer(params, model_name, len(classes), n_mels, n_frames, stats, device)
     print(f"train@{model_name}: {train_reader.n_chunks} train / {valid_reader.n_chunks} valid chunks on "
-          f"{device_name(device)}, recipe {trainer.recipe.as_dict()}", flush=True)
+          f"{device_name(device)} ({threads} CPU threads), recipe {trainer.recipe.as_dict()}", flush=True)
 
     fingerprint = run_fingerprint(params, model_name, prepared_dir, features_dir)
     state_path = resume_path(paths.resume, model_name, fingerprint)
@@ -211,26 +190,31 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
         order = torch.randperm(train_reader.n_chunks)
         train_loss = trainer.train_epoch(train_reader, order, f"train@{model_name} epoch {epoch + 1}/{tp.epochs}")
         train_seconds = time.perf_counter() - started
-        valid_loss = trainer.valid_loss(valid_reader)
-        record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
+        valid = trainer.validate(valid_reader)
+        valid_loss = valid.loss
+        record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss, "valid_map": valid.map,
                   "lr": trainer.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - started,
                   "train_samples_per_second": train_reader.n_chunks / train_seconds}
         trainer.scheduler.step()
         history.append(record)
         log_epoch(live, record)
         print(f"train@{model_name} epoch {epoch + 1}/{tp.epochs}: train loss {train_loss:.4f}, valid loss "
-              f"{valid_loss:.4f}, {record['train_samples_per_second']:.1f} samples/s", flush=True)
+              f"{valid_loss:.4f}, valid mAP {valid.map:.3f}, {record['train_samples_per_second']:.1f} samples/s",
+              flush=True)
         if valid_loss < best["valid_loss"]:
             # A copy: state_dict() tensors are the live weights, which later epochs keep changing.
             weights = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
-            best = {"model": weights, "epoch": epoch + 1, "valid_loss": valid_loss}
+            best = {"model": weights, "epoch": epoch + 1, "valid_loss": valid_loss,
+                    "arch": params.models[model_name].arch, "classes": classes}
             save(best, paths.out / "best.pt")
         save({**trainer.state(), "epoch": epoch + 1, "history": history, "best": best,
               "fingerprint": fingerprint}, state_path)
     state_path.replace(paths.out / "last.pt")  # complete: the state is an output now, not resume work
-    state_path.parent.rmdir()
+    if not any(state_path.parent.iterdir()):  # a last.pt.damaged set aside stays for inspection
+        state_path.parent.rmdir()
 
     summary = summarise(params.effective_lr(model_name), tp.epochs, trainer, history, device)
+    summary["cpu_threads"] = threads
     live.summary.update(summary)
     live.end()
     return summary
@@ -246,6 +230,8 @@ def summarise(lr: float, epochs: int, trainer: Trainer, history: list[dict], dev
         "min_train_loss": min(r["train_loss"] for r in history),
         "min_valid_loss": min(r["valid_loss"] for r in history),
         "best_epoch": min(history, key=lambda r: r["valid_loss"])["epoch"],
+        "max_valid_map": max(r["valid_map"] for r in history),
+        "convergence": convergence(history),
         "wall_clock_seconds": sum(r["epoch_seconds"] for r in history),
         "mean_epoch_seconds": sum(r["epoch_seconds"] for r in history) / len(history),
         "mean_train_samples_per_second": sum(r["train_samples_per_second"] for r in history) / len(history),
