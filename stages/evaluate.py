@@ -1,9 +1,9 @@
 """Stage evaluate@<model>: score the best checkpoint on the valid chunks and on the soundscapes.
 
-Threshold rule: the call threshold is the value of evaluate.threshold_grid that maximises micro F1
-on the valid split (ties: the smaller one). The soundscapes are then scored with the competition's
-row-wise micro F1 at that threshold, and also at 0.5; a window with no class at or above the
-threshold is predicted `nocall`.
+Valid split: mAP (with a bootstrap interval over recordings), LRAP, top-1, BCE. Soundscapes: the
+competition's row-wise F1 (with a bootstrap interval over windows) at a call threshold tuned on
+held-out soundscape files, so that it can say `nocall` (the rule: stages/scoring.py), and at 0.5.
+The all-`nocall` and class-prior baselines are scored the same way, on the same windows.
 
     python -m stages.evaluate --params params.yaml --model ast_tiny --prepared data/prepared \
         --features data/features --checkpoint models/ast_tiny/best.pt --out reports/eval/ast_tiny
@@ -21,14 +21,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from stages import metrics
+from stages import metrics, scoring
 from stages.atomic import atomic_path, write_json
 from stages.augment import Normalise
 from stages.batches import BatchReader
+from stages.checkpoints import load_best_weights
 from stages.datasets import SplitData, load_split, read_classes, read_feature_stats
-from stages.devices import device_name, resolve_device
+from stages.devices import device_name, pin_cpu_computation, resolve_device
+from stages.eval_files import METRICS, PER_CLASS_AP, PRECISION_RECALL, SUBMISSION
 from stages.models import create_model
-from stages.params import Params, load_params
+from stages.params import EvaluateParams, Params, load_params
 from stages.recipe import Recipe, resolve_recipe, step_context
 
 
@@ -59,51 +61,84 @@ def bce(targets: np.ndarray, scores: np.ndarray) -> float:
     return F.binary_cross_entropy(probabilities, torch.from_numpy(targets).double()).item()
 
 
-def valid_metrics(split: SplitData, scores: np.ndarray, classes: list[str], grid: list[float]) -> dict:
+def valid_metrics(split: SplitData, scores: np.ndarray, classes: list[str], ep: EvaluateParams,
+                  seed: int) -> dict:
     class_index = {code: i for i, code in enumerate(classes)}
     primary = split.labels["primary_label"].map(class_index).to_numpy()
-    threshold, f1 = metrics.choose_threshold(split.targets, scores, grid)
+    recordings = split.labels["item_id"].to_numpy()
+    low, high = scoring.map_interval(split.targets, scores, recordings, ep.bootstrap_samples,
+                                     ep.confidence_level, seed)
     return {
         "chunks": len(scores),
+        "recordings": len(set(recordings)),
         "bce_loss": bce(split.targets, scores),
         "map": metrics.mean_average_precision(split.targets, scores),
+        "map_ci_low": low,
+        "map_ci_high": high,
         "lrap": metrics.label_ranking_ap(split.targets, scores),
         "top1_accuracy": metrics.top1_accuracy(primary, scores),
-        "micro_f1": f1,
-        "threshold": threshold,
     }
 
 
-def soundscape_metrics(split: SplitData, scores: np.ndarray, classes: list[str], threshold: float,
-                       at_threshold: list[set[str]]) -> dict:
-    truth = metrics.birds_strings_to_sets(split.labels["birds"])
-    at_half = metrics.predictions_to_label_sets(scores, classes, 0.5)
-    return {
-        "windows": len(scores),
-        "row_f1": metrics.birdclef_row_f1(truth, at_threshold),
-        "row_f1_at_0.5": metrics.birdclef_row_f1(truth, at_half),
+@dataclass(frozen=True)
+class SoundscapeScore:
+    threshold: float
+    predicted: list[set[str]]   # every window, tuning files included (the submission)
+    metrics: dict
+
+
+def score_soundscapes(split: SplitData, scores: np.ndarray, classes: list[str], ep: EvaluateParams,
+                      seed: int) -> SoundscapeScore:
+    """Tune the call threshold on some soundscape files, score the others (stages/scoring.py)."""
+    truth = np.array(metrics.birds_strings_to_sets(split.labels["birds"]), dtype=object)
+    held = scoring.split_soundscapes(list(split.labels["item_id"]), ep.tune_fraction)
+    threshold = scoring.choose_call_threshold(list(truth[held.tune]), scores[held.tune], classes,
+                                              ep.threshold_grid)
+    predicted = metrics.predictions_to_label_sets(scores, classes, threshold)
+    scored_truth = list(truth[held.score])
+    scored = [p for p, keep in zip(predicted, held.score) if keep]
+    at_half = metrics.predictions_to_label_sets(scores[held.score], classes, 0.5)
+    low, high = scoring.f1_interval(scored_truth, scored, ep.bootstrap_samples, ep.confidence_level, seed)
+    return SoundscapeScore(threshold, predicted, {
+        "windows_tune": int(held.tune.sum()),
+        "windows_scored": int(held.score.sum()),
+        "threshold_rule": held.rule,
         "threshold": threshold,
-        "nocall_fraction_true": float(np.mean([s == {metrics.NOCALL} for s in truth])),
-        "nocall_fraction_predicted": float(np.mean([s == {metrics.NOCALL} for s in at_threshold])),
-    }
+        "row_f1": metrics.birdclef_row_f1(scored_truth, scored),
+        "row_f1_ci_low": low,
+        "row_f1_ci_high": high,
+        "row_f1_at_0.5": metrics.birdclef_row_f1(scored_truth, at_half),
+        "nocall_fraction_true": float(np.mean([s == {metrics.NOCALL} for s in scored_truth])),
+        "nocall_fraction_predicted": float(np.mean([s == {metrics.NOCALL} for s in scored])),
+    })
 
 
-# The files evaluate writes into its output folder (the report stage publishes them).
-METRICS, SUBMISSION, PER_CLASS_AP, PRECISION_RECALL = (
-    "metrics.json", "submission.csv", "per_class_ap.csv", "precision_recall.json")
+def baselines(train: SplitData, valid: SplitData, soundscape: SplitData, classes: list[str],
+              ep: EvaluateParams, seed: int) -> dict:
+    """The all-`nocall` and class-prior answers, scored like a model on the same chunks and windows."""
+    prior_valid = scoring.class_prior_scores(train.targets, len(valid.targets))
+    result = {"class_prior": {"valid_map": metrics.mean_average_precision(valid.targets, prior_valid)}}
+    if len(soundscape.targets):
+        prior_sound = scoring.class_prior_scores(train.targets, len(soundscape.targets))
+        prior = score_soundscapes(soundscape, prior_sound, classes, ep, seed).metrics
+        result["class_prior"].update(row_f1=prior["row_f1"], threshold=prior["threshold"])
+        never = np.zeros_like(prior_sound)  # no class reaches any threshold: `nocall` everywhere
+        result["all_nocall"] = {"row_f1": score_soundscapes(soundscape, never, classes, ep, seed).metrics["row_f1"]}
+    return result
 
 
 def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: Path, checkpoint: Path,
              out_dir: Path) -> dict:
     mp = params.models[model_name]
     device = resolve_device(params.train.device)
+    pin_cpu_computation(params.train.threads, device)
     recipe = resolve_recipe(mp.arch, device, params.train)
     classes = read_classes(prepared_dir)
     stats = read_feature_stats(features_dir)
     n_mels, n_frames = stats["shape"][1:]
     # The checkpoint already holds trained weights: don't ask for ImageNet weights again.
     model = create_model(mp.arch, len(classes), n_mels, n_frames, False, mp.options)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    load_best_weights(checkpoint, model, mp.arch, classes)
     model.to(device)
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -117,11 +152,14 @@ def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: 
     sound_run = predict(model, BatchReader(features, soundscape, batch, device), normalise, recipe, len(classes))
     valid_scores, sound_scores = valid_run.scores, sound_run.scores
 
-    result = {"valid": valid_metrics(valid, valid_scores, classes, params.evaluate.threshold_grid)}
-    threshold = result["valid"]["threshold"]
-    predicted = metrics.predictions_to_label_sets(sound_scores, classes, threshold)
+    ep, seed = params.evaluate, params.seed
+    result = {"valid": valid_metrics(valid, valid_scores, classes, ep, seed)}
+    predicted = []
     if len(sound_scores):
-        result["soundscape"] = soundscape_metrics(soundscape, sound_scores, classes, threshold, predicted)
+        sound = score_soundscapes(soundscape, sound_scores, classes, ep, seed)
+        result["soundscape"], predicted = sound.metrics, sound.predicted
+    result["baselines"] = baselines(load_split(prepared_dir, features_dir, "train"), valid, soundscape, classes,
+                                    ep, seed)
     windows = len(valid_scores) + len(sound_scores)
     result["inference"] = {"windows_per_second": windows / max(valid_run.seconds + sound_run.seconds, 1e-9),
                            "batch_size": batch, "device": device_name(device), "precision": recipe.precision}
@@ -150,8 +188,9 @@ def main() -> None:
     params = load_params(args.params)
     result = evaluate(params, args.model, args.prepared, args.features, args.checkpoint, args.out)
     sound = result.get("soundscape", {})
-    print(f"evaluate@{args.model}: valid mAP {result['valid']['map']:.3f}, "
-          f"soundscape row F1 {sound.get('row_f1', float('nan')):.3f} at threshold {result['valid']['threshold']}")
+    print(f"evaluate@{args.model}: valid mAP {result['valid']['map']:.3f}, soundscape row F1 "
+          f"{sound.get('row_f1', float('nan')):.3f} at threshold {sound.get('threshold', float('nan'))} "
+          f"(all-nocall baseline {result['baselines'].get('all_nocall', {}).get('row_f1', float('nan')):.3f})")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,15 @@ def birdclef_row_f1(true_sets: Sequence[set[str]], pred_sets: Sequence[set[str]]
                           average="samples", zero_division=1.0))
 
 
+def row_f1_per_row(true_sets: Sequence[set[str]], pred_sets: Sequence[set[str]]) -> np.ndarray:
+    """Each row's F1 between its predicted and true label sets, 2|T & P| / (|T| + |P|); the mean is
+    birdclef_row_f1 (two empty sets count as equal, as there)."""
+    if len(true_sets) != len(pred_sets):
+        raise ValueError(f"{len(true_sets)} true rows but {len(pred_sets)} predicted rows")
+    return np.array([2 * len(t & p) / (len(t) + len(p)) if t or p else 1.0
+                     for t, p in zip(true_sets, pred_sets)], dtype=float)
+
+
 def _multi_hot(binarizer: MultiLabelBinarizer, label_sets: Sequence[set[str]]) -> np.ndarray:
     # sklearn reads a one-column matrix (e.g. every set is {'nocall'}) as binary, not
     # multilabel, and refuses average='samples'; an all-zero column changes no row's F1.

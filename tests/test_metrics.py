@@ -19,6 +19,7 @@ from stages.metrics import (
     micro_f1,
     per_class_average_precision,
     predictions_to_label_sets,
+    row_f1_per_row,
     top1_accuracy,
 )
 
@@ -224,3 +225,40 @@ def test_map_and_per_class_with_a_single_present_class():
     table = per_class_average_precision(targets, scores, ["a", "b"])
     assert table["average_precision"].iloc[0] == pytest.approx(5 / 6)
     assert math.isnan(table["average_precision"].iloc[1])
+
+
+# ------------------------------------------------------------------------------- row_f1_per_row
+
+def test_row_f1_per_row_by_hand():
+    truth = [{"a", "b"}, {"nocall"}, {"a"}, {"a", "b", "c"}, {"nocall"}, {"a"}, set()]
+    pred = [{"a"}, {"nocall"}, {"b", "c"}, {"b", "c", "d"}, {"nocall", "a"}, set(), set()]
+    # 2|T&P| / (|T| + |P|): 2/3, 1, 0, 4/6, 2/3, 0 (nothing predicted), 1 (both empty: equal).
+    expected = [2 / 3, 1.0, 0.0, 2 / 3, 2 / 3, 0.0, 1.0]
+    np.testing.assert_allclose(row_f1_per_row(truth, pred), expected)
+    assert row_f1_per_row(truth, pred).dtype == float
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_row_f1_per_row_mean_is_sklearn_samples_f1(seed):
+    """birdclef_row_f1 is sklearn's samples-averaged F1; the per-row values must average to it."""
+    rng = np.random.default_rng(seed)
+    labels = ["nocall", "amerob", "norcar", "rewbla", "bkcchi", "houspa"]
+
+    def random_set(min_size: int) -> set[str]:
+        return set(rng.choice(labels, size=rng.integers(min_size, 5), replace=False).tolist())
+
+    truth = [random_set(1) for _ in range(400)]
+    pred = [random_set(0) for _ in range(400)]
+    per_row = row_f1_per_row(truth, pred)
+    assert per_row.shape == (400,) and ((0 <= per_row) & (per_row <= 1)).all()
+    assert per_row.mean() == pytest.approx(birdclef_row_f1(truth, pred), abs=1e-12)
+    # ... and each row is sklearn's binary F1 of that row's multi-hot vectors (truth is never empty).
+    hot_truth = np.array([[label in row for label in labels] for row in truth])
+    hot_pred = np.array([[label in row for label in labels] for row in pred])
+    np.testing.assert_allclose(per_row, [f1_score(t, p) for t, p in zip(hot_truth, hot_pred)])
+    assert per_row.mean() == pytest.approx(f1_score(hot_truth, hot_pred, average="samples"), abs=1e-12)
+
+
+def test_row_f1_per_row_rejects_length_mismatch():
+    with pytest.raises(ValueError):
+        row_f1_per_row([{"nocall"}], [{"nocall"}, {"a"}])
