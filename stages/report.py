@@ -1,7 +1,8 @@
 """Stage report: the side-by-side comparison of all trained models.
 
-Writes reports/summary.md (table + the reference experiment's figures for context),
-reports/comparison.csv (one row per model), reports/loss_curves.png (works offline), and the two
+Writes reports/summary.md (table, baselines, which model converged faster, the reference
+experiment's figures for context), reports/comparison.csv (one row per model), two offline figures
+(reports/loss_curves.png: loss and valid mAP per epoch; reports/per_class_ap.png), and the two
 small metrics files `dvc exp show` and `dvc metrics diff` compare: reports/scores.json (per model:
 valid mAP, soundscape row-wise F1, min valid loss, parameters) and reports/timing.json (per model:
 seconds per epoch, training and inference samples/s), apart because timings change on every run.
@@ -12,26 +13,23 @@ train@ and evaluate@ keep their outputs in DVC's cache (so the run-cache can res
 is quick and its outputs go to git: everything a reader opens, and what `dvc exp show`, `dvc metrics
 diff` and `dvc plots diff` compare, including one file per model in reports/curves/ (loss per epoch),
 reports/precision_recall/ and reports/per_class_ap/.
+Intervals are the evaluate stage's bootstrap intervals (evaluate.confidence_level, 95% by default).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import shutil
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from stages.atomic import atomic_path, write_json, write_text  # noqa: E402
-from stages.evaluate import METRICS, PER_CLASS_AP, PRECISION_RECALL  # noqa: E402
-from stages.params import load_params  # noqa: E402
+from stages.atomic import atomic_path, write_json, write_text
+from stages.convergence import faster_model_sentence
+from stages.eval_files import METRICS, PER_CLASS_AP, PRECISION_RECALL
+from stages.figures import plot_learning_curves, plot_per_class_ap
+from stages.params import load_params
 
 # (label in the table, column in comparison.csv, format)
 ROWS = [
@@ -46,11 +44,20 @@ ROWS = [
     ("peak memory (MiB)", "peak_memory_mib", "{:.0f}"),
     ("min train loss", "min_train_loss", "{:.4g}"),
     ("min valid loss", "min_valid_loss", "{:.4g}"),
-    ("valid mAP", "valid_map", "{:.3f}"),
+    ("epochs to within 10% of final valid loss", "epochs_to_within_10pct", "{:d}"),
+    ("seconds to within 10% of final valid loss", "seconds_to_within_10pct", "{:.0f}"),
+    ("valid loss after 1/4, 2/4, 3/4, 4/4 of training", "valid_loss_quarters", "{}"),
+    ("valid chunks (recordings)", "valid_size", "{}"),
+    ("valid mAP [95% interval]", "valid_map_text", "{}"),
+    ("  class-prior baseline, valid mAP", "baseline_prior_map", "{:.3f}"),
     ("valid top-1 accuracy", "valid_top1_accuracy", "{:.3f}"),
-    ("call threshold (chosen on valid)", "threshold", "{:.2f}"),
-    ("soundscape row-wise micro F1", "soundscape_row_f1", "{:.3f}"),
-    ("soundscape row-wise micro F1 at 0.5", "soundscape_row_f1_at_0.5", "{:.3f}"),
+    ("soundscape windows scored (tuning)", "soundscape_size", "{}"),
+    ("call threshold (tuned on held-out soundscapes)", "threshold", "{:.2f}"),
+    ("soundscape row-wise F1 [95% interval]", "soundscape_f1_text", "{}"),
+    ("  all-nocall baseline, F1", "baseline_nocall_f1", "{:.3f}"),
+    ("  class-prior baseline, F1", "baseline_prior_f1", "{:.3f}"),
+    ("soundscape row-wise F1 at 0.5", "soundscape_row_f1_at_0.5", "{:.3f}"),
+    ("predicted / true nocall share", "nocall_shares", "{}"),
     ("inference windows/s", "inference_windows_per_second", "{:.1f}"),
 ]
 
@@ -69,10 +76,13 @@ REFERENCE = """\
 """
 
 
+HISTORY_COLUMNS = ("train_loss", "valid_loss", "valid_map")
+
+
 def read_history(live_dir: Path) -> pd.DataFrame:
-    """Per-epoch train/valid loss from DVCLive's TSV files."""
+    """Per-epoch train/valid loss and valid mAP from DVCLive's TSV files."""
     frames = []
-    for name in ("train_loss", "valid_loss"):
+    for name in HISTORY_COLUMNS:
         table = pd.read_csv(live_dir / "plots" / "metrics" / f"{name}.tsv", sep="\t")
         frames.append(table.set_index("step")[name])
     history = pd.concat(frames, axis=1).reset_index()
@@ -81,7 +91,9 @@ def read_history(live_dir: Path) -> pd.DataFrame:
 
 
 def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
-    sound = evaluation.get("soundscape", {})
+    valid, sound = evaluation["valid"], evaluation.get("soundscape", {})
+    base, speed = evaluation["baselines"], train_summary["convergence"]
+    nan = float("nan")
     return {
         "model": model,
         "device": train_summary["device"],
@@ -95,13 +107,30 @@ def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
         "peak_memory_mib": train_summary["peak_memory_mib"],
         "min_train_loss": train_summary["min_train_loss"],
         "min_valid_loss": train_summary["min_valid_loss"],
-        "valid_map": evaluation["valid"]["map"],
-        "valid_top1_accuracy": evaluation["valid"]["top1_accuracy"],
-        "threshold": evaluation["valid"]["threshold"],
-        "soundscape_row_f1": sound.get("row_f1", float("nan")),
-        "soundscape_row_f1_at_0.5": sound.get("row_f1_at_0.5", float("nan")),
+        "epochs_to_within_10pct": speed["epochs_to_within_10pct"],
+        "seconds_to_within_10pct": speed["seconds_to_within_10pct"],
+        "valid_loss_quarters": ", ".join(f"{speed[f'valid_loss_q{q}']:.3g}" for q in (1, 2, 3, 4)),
+        "valid_size": f"{valid['chunks']} ({valid['recordings']})",
+        "valid_map": valid["map"],
+        "valid_map_text": interval_text(valid["map"], valid["map_ci_low"], valid["map_ci_high"]),
+        "baseline_prior_map": base["class_prior"]["valid_map"],
+        "valid_top1_accuracy": valid["top1_accuracy"],
+        "soundscape_size": f"{sound.get('windows_scored', 0)} ({sound.get('windows_tune', 0)})",
+        "threshold": sound.get("threshold", nan),
+        "soundscape_row_f1": sound.get("row_f1", nan),
+        "soundscape_f1_text": interval_text(sound.get("row_f1", nan), sound.get("row_f1_ci_low", nan),
+                                            sound.get("row_f1_ci_high", nan)),
+        "baseline_nocall_f1": base.get("all_nocall", {}).get("row_f1", nan),
+        "baseline_prior_f1": base["class_prior"].get("row_f1", nan),
+        "soundscape_row_f1_at_0.5": sound.get("row_f1_at_0.5", nan),
+        "nocall_shares": (f"{sound['nocall_fraction_predicted']:.2f} / {sound['nocall_fraction_true']:.2f}"
+                          if sound else nan),
         "inference_windows_per_second": evaluation["inference"]["windows_per_second"],
     }
+
+
+def interval_text(value: float, low: float, high: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def recipe_text(recipe: dict) -> str:
@@ -109,11 +138,15 @@ def recipe_text(recipe: dict) -> str:
     return " + ".join([recipe["precision"], *extras]) + f", batch {recipe['batch_size']}"
 
 
-def summary_markdown(comparison: pd.DataFrame) -> str:
+def summary_markdown(comparison: pd.DataFrame, convergence: dict[str, dict], threshold_rule: str) -> str:
     lines = ["# Model comparison", "",
-             "Produced by `dvc repro` (stage `report`) from the training and evaluation reports.", "",
-             summary_table(comparison).to_markdown(disable_numparse=True),
-             "", "![loss curves](loss_curves.png)", "", REFERENCE]
+             "Produced by `dvc repro` (stage `report`) from the training and evaluation reports. "
+             "Baselines are scored on the same chunks and windows as the models; intervals are "
+             "bootstrap percentiles over valid recordings (mAP) and soundscape windows (F1).", "",
+             summary_table(comparison).to_markdown(disable_numparse=True), "",
+             f"Call threshold: {threshold_rule}.", "",
+             f"Convergence: {faster_model_sentence(convergence)}", "",
+             "![loss curves](loss_curves.png)", "", "![per-class AP](per_class_ap.png)", "", REFERENCE]
     return "\n".join(lines)
 
 
@@ -123,26 +156,6 @@ def summary_table(comparison: pd.DataFrame) -> pd.DataFrame:
              for label, column, fmt in ROWS}
     # Text cells and disable_numparse: tabulate would otherwise re-format "5.00e-04" as 0.0005.
     return pd.DataFrame.from_dict(cells, orient="index", columns=list(comparison["model"]))
-
-
-def plot_loss_curves(histories: dict[str, pd.DataFrame], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
-    for color, (model, history) in zip(colors, histories.items()):
-        ax.plot(history["epoch"], history["train_loss"], color=color, marker="o", label=f"{model} train")
-        ax.plot(history["epoch"], history["valid_loss"], color=color, marker="s", linestyle="--",
-                label=f"{model} valid")
-    ax.set_yscale("log")  # BCE losses shrink by orders of magnitude over training
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("BCE loss (log scale)")
-    ax.set_title("Train and valid loss per epoch")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 # Headline figures: (file, name in the file, column of comparison.csv). Short names keep
@@ -181,7 +194,7 @@ def publish_plots(histories: dict[str, pd.DataFrame], eval_dir: Path, out: Path)
     with atomic_path(out / "curves") as tmp:
         tmp.mkdir()
         for model, history in histories.items():
-            history[["epoch", "train_loss", "valid_loss"]].to_csv(tmp / f"{model}.csv", index=False)
+            history[["epoch", *HISTORY_COLUMNS]].to_csv(tmp / f"{model}.csv", index=False)
     for kind, name in (("precision_recall", PRECISION_RECALL), ("per_class_ap", PER_CLASS_AP)):
         with atomic_path(out / kind) as tmp:
             tmp.mkdir()
@@ -190,18 +203,22 @@ def publish_plots(histories: dict[str, pd.DataFrame], eval_dir: Path, out: Path)
 
 
 def build_report(models: list[str], train_dir: Path, eval_dir: Path, out: Path) -> pd.DataFrame:
-    rows, histories = [], {}
+    rows, histories, convergence, per_class, rules = [], {}, {}, {}, set()
     for model in models:
         train_summary = json.loads((train_dir / model / "metrics.json").read_text())
         evaluation = json.loads((eval_dir / model / METRICS).read_text())
         rows.append(comparison_row(model, train_summary, evaluation))
         histories[model] = read_history(train_dir / model)
+        convergence[model] = train_summary["convergence"]
+        per_class[model] = pd.read_csv(eval_dir / model / PER_CLASS_AP, keep_default_na=False, na_values=[""])
+        rules.add(evaluation.get("soundscape", {}).get("threshold_rule", "no labelled soundscapes"))
     comparison = pd.DataFrame(rows)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "comparison.csv") as tmp:
         comparison.to_csv(tmp, index=False)
-    write_text(out / "summary.md", summary_markdown(comparison))
-    plot_loss_curves(histories, out / "loss_curves.png")
+    write_text(out / "summary.md", summary_markdown(comparison, convergence, "; ".join(sorted(rules))))
+    plot_learning_curves(histories, out / "loss_curves.png")
+    plot_per_class_ap(per_class, out / "per_class_ap.png")
     publish_plots(histories, eval_dir, out)
     write_headline(comparison, out)
     return comparison
@@ -216,7 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     build_report(list(params.models), args.train_dir, args.eval_dir, args.out)
-    print(f"report: {args.out / 'summary.md'}, {args.out / 'loss_curves.png'}")
+    print(f"report: {args.out / 'summary.md'}, {args.out / 'loss_curves.png'}, {args.out / 'per_class_ap.png'}")
 
 
 if __name__ == "__main__":
