@@ -1,4 +1,5 @@
-# Entry points: `make repro` runs the pipeline, `make test` runs the tests, `make bench` measures speed.
+# Entry points: `make repro` runs the pipeline, `make test` runs the tests (`make test-slow` the
+# slow ones), `make bench` measures speed.
 # Each creates .venv first if needed; repro and bench install requirements.txt, test installs
 # requirements-dev.txt (requirements.txt plus the test tools). One stamp per requirements file, so
 # each file is re-installed only when it changes.
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements.txt
 DEV_STAMP := $(VENV)/.installed-requirements-dev.txt
 
-.PHONY: repro test bench setup clean-venv
+.PHONY: repro test test-slow bench ablations setup clean-venv
 
 setup: $(STAMP)
 
@@ -29,11 +30,22 @@ repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 test: $(DEV_STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests
+
+# The guarantees that take minutes to prove: kills mid-stage, `dvc queue start -j 2`, 16x data.
+test-slow: $(DEV_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 
 # Writes reports/bench.md and reports/bench.json (GPU section only on a CUDA machine).
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --out reports
+
+# AST variants as queued DVC experiments -> reports/ablations.md/png. JOBS experiments at once;
+# WEIGHTS=path/to/deit_tiny.pth adds the ImageNet position-embedding variants.
+JOBS ?= 1
+ablations: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.ablations --out reports --jobs $(JOBS) \
+		$(if $(WEIGHTS),--weights $(WEIGHTS))
 
 clean-venv:
 	rm -rf $(VENV)

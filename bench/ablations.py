@@ -1,0 +1,149 @@
+"""`make ablations`: the reference's open question 2 as a queued DVC experiment set.
+
+AST variants, each a `dvc exp run --queue` with `-S` overrides of models.ast_tiny, run with `dvc queue
+start -j N`, then tabulated from `dvc exp show --json` into reports/ablations.md and .png (one row / bar
+per experiment: parameters, valid mAP, soundscape F1, min valid loss, seconds per epoch).
+
+- Patch shape: the paper's 16x16 patches at stride 10 against tall, time-preserving patches that
+  span the full mel height and 4 frames (no overlap), one token per 40 ms.
+- Patchout (PaSST): on or off for each shape.
+- Position-embedding fitting (bilinear / nearest / reinit) only changes how ImageNet's 14x14 DeiT
+  grid is fitted, so with random weights these variants are the same model: they run only when
+  --weights names a DeiT checkpoint (models.ast_tiny.pretrained).
+
+The EfficientNet stages are unaffected by these overrides, so DVC's run-cache restores them.
+
+    python -m bench.ablations --out reports [--jobs 2] [--weights path/to/deit_tiny.pth]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bench.ablation_report import write_report
+from stages.params import load_params
+
+AST = "models.ast_tiny"
+PATCH_SHAPES = {  # name -> options overrides
+    "16x16-s10": {"patch_freq": 16, "patch_time": 16, "fstride": 10, "tstride": 10},
+    "tall-{n_mels}x4": {"patch_freq": "{n_mels}", "patch_time": 4, "fstride": "{n_mels}", "tstride": 4},
+}
+# A tall grid has a single frequency row, which patchout cannot drop; time columns it can.
+PATCHOUT = {"16x16-s10": {"patchout_freq": 0.1, "patchout_time": 0.25},
+            "tall-{n_mels}x4": {"patchout_freq": 0.0, "patchout_time": 0.25}}
+NO_PATCHOUT = {"patchout_freq": 0.0, "patchout_time": 0.0}
+POS_EMBED = ("bilinear", "nearest", "reinit")
+PREFIX = "abl-"
+POLL_SECONDS = 10
+
+
+def variants(n_mels: int, weights: str | None) -> dict[str, dict[str, object]]:
+    """Experiment name -> `-S` overrides."""
+    found = {}
+    for shape, options in PATCH_SHAPES.items():
+        shape_name = shape.format(n_mels=n_mels)
+        base = {k: int(str(v).format(n_mels=n_mels)) for k, v in options.items()}
+        fits = POS_EMBED if weights else ("bilinear",)
+        for fit in fits:
+            for patchout_name, patchout in (("", NO_PATCHOUT), ("-patchout", PATCHOUT[shape])):
+                if patchout_name and fit != "bilinear":
+                    continue  # patchout is compared at the default fitting only
+                name = f"{PREFIX}{shape_name}{'-' + fit if weights else ''}{patchout_name}"
+                overrides = {**base, **patchout, "pos_embed_interp": fit}
+                found[name] = {f"{AST}.options.{k}": v for k, v in overrides.items()}
+                found[name][f"{AST}.pretrained"] = weights if weights else False
+    return found
+
+
+def dvc(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["dvc", *args], capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise SystemExit(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def queue_and_run(experiments: dict[str, dict], jobs: int, timeout_s: float) -> None:
+    dvc("exp", "remove", *experiments, check=False)  # re-running the set replaces its experiments
+    for name, overrides in experiments.items():
+        sets = [arg for key, value in overrides.items() for arg in ("-S", f"{key}={_yaml(value)}")]
+        dvc("exp", "run", "--queue", "-n", name, *sets)
+        print(f"queued {name}", flush=True)
+    # Each run gets its share of the cores: oversubscribed torch threads stall (README, Guarantees).
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+    dvc("queue", "start", "-j", str(jobs), env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    deadline = time.monotonic() + timeout_s
+    while (status := dvc("queue", "status").stdout) and any(s in status for s in ("Queued", "Running")):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"ablations still running after {timeout_s:.0f} s:\n{status}")
+        time.sleep(POLL_SECONDS)
+    failed = [line.split()[1] for line in status.splitlines() if "Failed" in line]
+    for name in failed:
+        print(dvc("queue", "logs", name, check=False).stdout[-4000:])
+    if failed:
+        raise SystemExit(f"ablation experiments failed: {failed} (logs above)")
+
+
+def _yaml(value: object) -> str:
+    return "false" if value is False else str(value)
+
+
+def collect(names: list[str]) -> pd.DataFrame:
+    """One row per named experiment from `dvc exp show --json`."""
+    found = {}
+    for entry in _walk(json.loads(dvc("exp", "show", "--json").stdout)):
+        if entry.get("name") in names and entry.get("data"):
+            found[entry["name"]] = _row(entry["name"], entry["data"])
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise SystemExit(f"`dvc exp show --json` has no results for {missing}")
+    return pd.DataFrame([found[name] for name in names])
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        node = list(node.values())
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def _row(name: str, data: dict) -> dict:
+    params = data["params"]["params.yaml"]["data"]["models"]["ast_tiny"]
+    scores = data["metrics"]["reports/scores.json"]["data"]["ast_tiny"]
+    timing = data["metrics"]["reports/timing.json"]["data"]["ast_tiny"]
+    options = params["options"]
+    return {"experiment": name, "patch": f"{options['patch_freq']}x{options['patch_time']}",
+            "stride": f"{options['fstride']}x{options['tstride']}",
+            "patchout": f"{options['patchout_freq']}/{options['patchout_time']}",
+            "pos_embed": options["pos_embed_interp"] if params["pretrained"] else "random init",
+            "params": scores["params"], "valid_mAP": scores["mAP"], "soundscape_F1": scores["F1"],
+            "min_valid_loss": scores["loss"], "s_per_epoch": timing["s_epoch"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
+    parser.add_argument("--weights", help="a DeiT-tiny checkpoint: also run the position-embedding variants")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the queue")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    experiments = variants(params.features.n_mels, args.weights)
+    started = time.monotonic()
+    queue_and_run(experiments, args.jobs, args.timeout)
+    table = collect(list(experiments))
+    write_report(table, args.out, pretrained=bool(args.weights), seconds=time.monotonic() - started)
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
