@@ -52,8 +52,10 @@ METADATA_COLUMNS = [  # the 14 columns of BirdCLEF 2021's train_metadata.csv
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: runs real `dvc repro` in a temporary repository "
-                                       "(runs by default; deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "repro: runs real `dvc repro` in a temporary repository "
+                                       "(part of `make test`)")
+    config.addinivalue_line("markers", "slow: kills, parallel queues, 16x data; minutes each, so not in "
+                                       "`make test`: run them with `make test-slow`")
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped without one; select with -m gpu)")
 
 

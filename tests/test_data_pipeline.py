@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT, TINY_DEMO, subprocess_env, tree_hashes, write_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.repro
 
 DATA_STAGES = ("demo_data", "prepare", "featurize")
 

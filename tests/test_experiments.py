@@ -21,7 +21,7 @@ import yaml
 from conftest import ONE_SECOND_CHUNKS, project_repo, raw_params, write_params
 from stages.params import load_params
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.repro
 
 # The tiny demo in 1 s chunks, two epochs of batches of 4 on the CPU.
 SMALL = {
@@ -31,7 +31,7 @@ SMALL = {
     "train.device": "cpu",
 }
 MODELS = ("efficientnet_b0", "ast_tiny")  # the models dvc.yaml's metrics and plots name
-DATA_STAGES = ("demo_data", "prepare", "featurize")
+DATA_STAGES = ("demo_data", "prepare", "featurize", "spectrograms")
 MODEL_STAGES = tuple(f"{stage}@{model}" for stage in ("train", "evaluate") for model in MODELS)
 BASE_LR, EXP_LR = 5e-4, 1e-4
 # The README's `dvc exp show` command (its arguments), checked to fit 120 columns.
@@ -75,12 +75,13 @@ def test_repro_runs_the_whole_pipeline(project, experiment):
     lock = yaml.safe_load(project.run("git", "show", "HEAD:dvc.lock").stdout)
     assert set(lock["stages"]) == {*DATA_STAGES, *MODEL_STAGES, "report"}
     for model in MODELS:
-        assert experiment.baseline[model]["valid"]["threshold"] in raw_params()["evaluate"]["threshold_grid"]
-        assert "soundscape" in experiment.baseline[model]
+        assert experiment.baseline[model]["soundscape"]["threshold"] in raw_params()["evaluate"]["threshold_grid"]
+        assert set(experiment.baseline[model]["baselines"]) == {"all_nocall", "class_prior"}
     # The report stage's outputs are committed to git (cache: false), one column/row per model;
     # training and evaluation outputs live in DVC's cache (so that the run-cache can serve them).
     committed = project.run("git", "ls-files", "reports").stdout.split()
     for path in ("reports/summary.md", "reports/comparison.csv", "reports/loss_curves.png",
+                 "reports/per_class_ap.png", "reports/spectrograms.png",
                  "reports/scores.json", "reports/timing.json",
                  *(f"reports/{kind}/{model}.{ext}" for model in MODELS for kind, ext in (
                      ("curves", "csv"), ("per_class_ap", "csv"), ("precision_recall", "json")))):
