@@ -1,9 +1,11 @@
 """Stage demo_data: a synthetic dataset in the exact BirdCLEF 2021 layout.
 
-Each species gets a call of its own (frequency band, sweep shape, syllable rhythm) that a model can
-learn to tell apart. Calls sit at random times over background noise, so labels are weak like the
-real data: a recording holds its species somewhere, and some 5 s pieces of it hold no call at all.
-Same seed, same bytes.
+Each species sings phrases of its own (frequency band, note shape, note length, rhythm; see
+stages/demo_calls.py) over field background noise: pink noise and gusty wind. Labels are weak like
+the real data (one label set per recording), but the focal bird sings throughout, so every 5 s
+piece of a recording does hold its species; some recordings also hold a fainter second species
+(a secondary label). The soundscapes mix the same species, more distant, with windows that hold no
+bird at all (`nocall`). Same seed, same bytes.
 
     python -m stages.demo_data --params params.yaml --out data/demo
 """
@@ -11,13 +13,13 @@ Same seed, same bytes.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from stages.atomic import atomic_path
+from stages.demo_calls import DESIGNS, CallDesign, background_noise, synthesize_phrase
 from stages.ogg import write_ogg_vorbis
 from stages.params import DemoParams, load_params
 
@@ -36,7 +38,6 @@ SPECIES = [
     ("bkcchi", "Poecile atricapillus", "Black-capped Chickadee"),
     ("amecro", "Corvus brachyrhynchos", "American Crow"),
 ]
-SWEEP_SHAPES = ("up", "down", "chevron", "trill")
 SOUNDSCAPE_SITES = ("COR", "SSW")
 METADATA_COLUMNS = [
     "primary_label", "secondary_labels", "type", "latitude", "longitude", "scientific_name",
@@ -45,100 +46,74 @@ METADATA_COLUMNS = [
 UNKNOWN_SECONDARY_CODE = "xxxunk"  # real metadata names species outside the 397 classes
 
 
-@dataclass(frozen=True)
-class CallShape:
-    """What makes one species recognisable."""
-    low_hz: float
-    high_hz: float
-    sweep: str
-    syllables: int
-    syllable_seconds: float
-    gap_seconds: float
+# Peak amplitudes of a phrase: focal recordings are close, soundscape birds somewhat further away;
+# the background's RMS is demo.noise_level (times 0.6-1.6 per file). Soundscape birds stay loud
+# enough to be recognised by a model trained on the focal recordings: far quieter birds made the
+# demo's soundscape F1 a test of detection range, not of whether the pipeline learned the species.
+FOCAL_GAIN = (0.15, 0.45)
+SECONDARY_GAIN = (0.2, 0.45)    # relative to the focal bird: a fainter bird further away
+SOUNDSCAPE_GAIN = (0.12, 0.35)
+SOUNDSCAPE_PHRASES = (2, 4)     # phrases per bird in a window (upper bound exclusive)
+PITCH_JITTER = 0.04             # individual birds sing up to 4 % higher or lower
 
 
-def make_call_shapes(n_species: int, rng: np.random.Generator) -> list[CallShape]:
-    # Centre frequencies spread over 1.2-10 kHz on a log scale: neighbouring species differ in band
-    # and, through the cycled sweep shapes and rhythms, in shape as well.
-    centres = np.geomspace(1200, 10000, n_species)
-    shapes = []
-    for index, centre in enumerate(centres):
-        width = centre * rng.uniform(0.15, 0.35)
-        shapes.append(CallShape(
-            low_hz=float(centre - width / 2),
-            high_hz=float(centre + width / 2),
-            sweep=SWEEP_SHAPES[index % len(SWEEP_SHAPES)],
-            syllables=int(1 + (index * 2) % 5),
-            syllable_seconds=float(rng.uniform(0.06, 0.25)),
-            gap_seconds=float(rng.uniform(0.04, 0.15)),
-        ))
-    return shapes
+def bird_pitch(rng: np.random.Generator) -> float:
+    return float(rng.uniform(1 - PITCH_JITTER, 1 + PITCH_JITTER))
 
 
-def synthesize_call(shape: CallShape, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
-    jitter = rng.uniform(0.95, 1.05)  # individual birds differ a little
-    n = int(shape.syllable_seconds * sample_rate)
-    t = np.linspace(0.0, 1.0, n, endpoint=False)
-    low, high = shape.low_hz * jitter, shape.high_hz * jitter
-    if shape.sweep == "up":
-        freq = low + (high - low) * t
-    elif shape.sweep == "down":
-        freq = high - (high - low) * t
-    elif shape.sweep == "chevron":
-        freq = low + (high - low) * (1 - np.abs(2 * t - 1))
-    else:  # trill: fast frequency modulation around the band centre
-        freq = (low + high) / 2 + (high - low) / 2 * np.sin(2 * np.pi * 30 * t * shape.syllable_seconds)
-    syllable = np.sin(2 * np.pi * np.cumsum(freq) / sample_rate) * np.hanning(n)
-    gap = np.zeros(int(shape.gap_seconds * sample_rate))
-    return np.concatenate([np.concatenate([syllable, gap]) for _ in range(shape.syllables)])
+def add_phrase(audio: np.ndarray, phrase: np.ndarray, start_s: float, sample_rate: int) -> None:
+    begin = int(start_s * sample_rate)
+    end = min(len(audio), begin + len(phrase))
+    audio[begin:end] += phrase[:end - begin]
 
 
-def background_noise(n_samples: int, level: float, rng: np.random.Generator) -> np.ndarray:
-    # Brown-ish noise (low frequencies dominate, like wind and distant traffic) plus a white floor.
-    brown = np.cumsum(rng.normal(0, 1, n_samples))
-    brown -= np.convolve(brown, np.ones(512) / 512, mode="same")
-    brown /= np.abs(brown).max() + 1e-9
-    return level * (brown + 0.3 * rng.normal(0, 1, n_samples))
+def sing_throughout(audio: np.ndarray, design: CallDesign, gain: float, phrases_per_10s: float,
+                    sample_rate: int, rng: np.random.Generator) -> None:
+    """One bird singing phrases at a steady rate from start to end. Labels are per recording, so
+    every 5 s piece must hold some of its calls: gaps between phrases stay well under 5 s."""
+    pitch, interval = bird_pitch(rng), 10.0 / phrases_per_10s
+    seconds = len(audio) / sample_rate
+    start = rng.uniform(0, min(interval, 1.0) / 2)
+    while start < seconds:
+        phrase = synthesize_phrase(design, pitch, sample_rate, rng)
+        add_phrase(audio, gain * rng.uniform(0.6, 1.0) * phrase, start, sample_rate)
+        phrase_seconds = len(phrase) / sample_rate
+        start += max(phrase_seconds + 0.15, interval * rng.uniform(0.7, 1.3))
 
 
-def place_calls(audio: np.ndarray, call_starts: np.ndarray, shape: CallShape, gain: float,
-                sample_rate: int, rng: np.random.Generator) -> None:
-    for start in call_starts:
-        call = gain * rng.uniform(0.5, 1.0) * synthesize_call(shape, sample_rate, rng)
-        begin = int(start * sample_rate)
-        end = min(len(audio), begin + len(call))
-        audio[begin:end] += call[:end - begin]
+def noise_level(p: DemoParams, rng: np.random.Generator) -> float:
+    return p.noise_level * float(rng.uniform(0.6, 1.6))
 
 
-def random_call_starts(seconds: float, rate_per_10s: float, rng: np.random.Generator) -> np.ndarray:
-    count = max(1, rng.poisson(rate_per_10s * seconds / 10))
-    return np.sort(rng.uniform(0, max(seconds - 1.0, 0.1), count))
-
-
-def generate_recordings(p: DemoParams, shapes: list[CallShape], out: Path,
-                        rng: np.random.Generator) -> pd.DataFrame:
-    rows = []
+def focal_recording(p: DemoParams, species_index: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """A recording of one species, sometimes with a fainter second one; its audio and secondary labels."""
     codes = [code for code, _, _ in SPECIES[:p.n_species]]
+    if rng.random() < p.short_recording_fraction:
+        seconds = float(rng.uniform(p.min_recording_seconds, 5.0))
+    else:
+        seconds = float(rng.uniform(5.0, p.max_recording_seconds))
+    audio = background_noise(int(seconds * p.sample_rate), p.sample_rate, noise_level(p, rng), rng)
+    gain = rng.uniform(*FOCAL_GAIN)
+    sing_throughout(audio, DESIGNS[codes[species_index]], gain, p.calls_per_10_seconds, p.sample_rate, rng)
+    secondary: list[str] = []
+    if rng.random() < p.secondary_label_fraction:
+        other = int(rng.choice([i for i in range(p.n_species) if i != species_index]))
+        # It sings throughout as well: a piece where the secondary label is silent is a wrong label.
+        sing_throughout(audio, DESIGNS[codes[other]], gain * rng.uniform(*SECONDARY_GAIN),
+                        p.calls_per_10_seconds, p.sample_rate, rng)
+        secondary.append("rocpig1" if codes[other] == "rocpig" else codes[other])
+        if rng.random() < 0.3:
+            secondary.append(UNKNOWN_SECONDARY_CODE)
+    return audio, secondary
+
+
+def generate_recordings(p: DemoParams, out: Path, rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
     for species_index, (code, scientific, common) in enumerate(SPECIES[:p.n_species]):
         (out / "train_short_audio" / code).mkdir(parents=True)
         for k in range(p.recordings_per_species):
             xc_id = 100000 + species_index * 1000 + k
-            if rng.random() < p.short_recording_fraction:
-                seconds = float(rng.uniform(p.min_recording_seconds, 5.0))
-            else:
-                seconds = float(rng.uniform(5.0, p.max_recording_seconds))
-            audio = background_noise(int(seconds * p.sample_rate), p.noise_level, rng)
-            place_calls(audio, random_call_starts(seconds, p.calls_per_10_seconds, rng),
-                        shapes[species_index], 0.3, p.sample_rate, rng)
-
-            secondary: list[str] = []
-            if rng.random() < p.secondary_label_fraction:
-                other = int(rng.choice([i for i in range(p.n_species) if i != species_index]))
-                place_calls(audio, random_call_starts(seconds, p.calls_per_10_seconds / 2, rng),
-                            shapes[other], 0.15, p.sample_rate, rng)
-                secondary.append("rocpig1" if codes[other] == "rocpig" else codes[other])
-                if rng.random() < 0.3:
-                    secondary.append(UNKNOWN_SECONDARY_CODE)
-
+            audio, secondary = focal_recording(p, species_index, rng)
             audio, sample_rate = odd_format(audio, p, rng)
             filename = f"XC{xc_id}.ogg"
             write_ogg_vorbis(out / "train_short_audio" / code / filename,
@@ -176,32 +151,38 @@ def odd_format(audio: np.ndarray, p: DemoParams, rng: np.random.Generator) -> tu
     return resampled, sample_rate
 
 
-def generate_soundscapes(p: DemoParams, shapes: list[CallShape], out: Path,
-                         rng: np.random.Generator) -> pd.DataFrame:
-    (out / "train_soundscapes").mkdir(parents=True)
+def soundscape_window(audio: np.ndarray, end: int, p: DemoParams, rng: np.random.Generator) -> list[str]:
+    """Fill the 5 s window ending at `end` with one or two distant birds, or leave it empty (nocall);
+    the species it holds. Phrases stay inside the window, so each row's label is exact."""
+    if rng.random() < p.soundscape_nocall_fraction:
+        return []
     codes = [code for code, _, _ in SPECIES[:p.n_species]]
+    birds = [codes[int(i)] for i in rng.choice(p.n_species, 1 + int(rng.random() < 0.25), replace=False)]
+    for code in birds:
+        pitch, gain = bird_pitch(rng), rng.uniform(*SOUNDSCAPE_GAIN)
+        for _ in range(int(rng.integers(*SOUNDSCAPE_PHRASES))):
+            phrase = gain * synthesize_phrase(DESIGNS[code], pitch, p.sample_rate, rng)
+            latest = max(4.9 - len(phrase) / p.sample_rate, 0.1)
+            add_phrase(audio, phrase, end - 5 + rng.uniform(0.1, latest), p.sample_rate)
+    return sorted(birds)
+
+
+def generate_soundscapes(p: DemoParams, out: Path, rng: np.random.Generator) -> pd.DataFrame:
+    (out / "train_soundscapes").mkdir(parents=True)
     rows = []
     for index in range(p.n_soundscapes):
         audio_id = 10000 + index * 1111
         site = SOUNDSCAPE_SITES[index % len(SOUNDSCAPE_SITES)]
-        audio = background_noise(p.soundscape_seconds * p.sample_rate, p.noise_level, rng)
+        n_samples = p.soundscape_seconds * p.sample_rate
+        audio = background_noise(n_samples, p.sample_rate, noise_level(p, rng), rng)
         for end in range(5, p.soundscape_seconds + 1, 5):
-            birds: list[str] = []
-            if rng.random() >= p.soundscape_nocall_fraction:
-                n_birds = 1 + int(rng.random() < 0.25)
-                for species_index in rng.choice(p.n_species, n_birds, replace=False):
-                    # Keep calls inside the window (with a small margin) so each row's label is exact.
-                    shape = shapes[int(species_index)]
-                    call_seconds = shape.syllables * (shape.syllable_seconds + shape.gap_seconds) * 1.05
-                    start = end - 5 + rng.uniform(0.1, max(0.2, 4.9 - call_seconds))
-                    place_calls(audio, np.array([start]), shape, 0.3, p.sample_rate, rng)
-                    birds.append(codes[int(species_index)])
+            birds = soundscape_window(audio, end, p, rng)
             rows.append({
                 "row_id": f"{audio_id}_{site}_{end}",
                 "site": site,
                 "audio_id": audio_id,
                 "seconds": end,
-                "birds": " ".join(sorted(birds)) if birds else "nocall",
+                "birds": " ".join(birds) if birds else "nocall",
             })
         filename = f"{audio_id}_{site}_2020{index % 12 + 1:02d}15.ogg"
         write_ogg_vorbis(out / "train_soundscapes" / filename,
@@ -213,10 +194,9 @@ def generate(p: DemoParams, seed: int, out: Path) -> None:
     if p.n_species > len(SPECIES):
         raise ValueError(f"demo.n_species: at most {len(SPECIES)} synthetic species are defined")
     rng = np.random.default_rng(seed)
-    shapes = make_call_shapes(p.n_species, rng)
     out.mkdir(parents=True)
-    generate_recordings(p, shapes, out, rng).to_csv(out / "train_metadata.csv", index=False)
-    generate_soundscapes(p, shapes, out, rng).to_csv(out / "train_soundscape_labels.csv", index=False)
+    generate_recordings(p, out, rng).to_csv(out / "train_metadata.csv", index=False)
+    generate_soundscapes(p, out, rng).to_csv(out / "train_soundscape_labels.csv", index=False)
 
 
 def main() -> None:

@@ -1,11 +1,13 @@
 import ast
 
+import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
 
 from conftest import METADATA_COLUMNS, TINY_DEMO, make_params, run_stage, tree_hashes, write_params
-from stages.demo_data import generate
+from stages.demo_calls import DESIGNS
+from stages.demo_data import SPECIES, generate, sing_throughout
 
 
 def generated(tmp_path, overrides=None, seed=None):
@@ -118,3 +120,29 @@ def test_main_writes_the_dataset_atomically(tmp_path, demo_root):
     assert result.returncode == 0, result.stderr
     assert tree_hashes(tmp_path / "out" / "demo") == tree_hashes(demo_root)
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["demo"]
+
+
+def test_every_species_has_a_call_design():
+    assert [code for code, _, _ in SPECIES] == list(DESIGNS)
+
+
+@pytest.mark.parametrize("code", list(DESIGNS))
+def test_the_focal_bird_sings_throughout(code):
+    # Labels are per recording: a 5 s chunk without a call would be a wrong label.
+    sample_rate = 32000
+    audio = np.zeros(30 * sample_rate)
+    sing_throughout(audio, DESIGNS[code], 0.3, 5.0, sample_rate, np.random.default_rng(0))
+    calling = np.flatnonzero(np.abs(audio) > 1e-3) / sample_rate
+    assert calling[0] < 1.0 and calling[-1] > 29.0
+    assert np.diff(calling).max() < 2.5  # so any 5 s window holds a good part of a phrase
+
+
+def test_nocall_soundscape_windows_hold_no_call(tmp_path):
+    root, _ = generated(tmp_path, {"demo.noise_level": 0.0})
+    labels = pd.read_csv(root / "train_soundscape_labels.csv")
+    for audio_id, group in labels.groupby("audio_id"):
+        audio, sample_rate = sf.read(str(next((root / "train_soundscapes").glob(f"{audio_id}_*.ogg"))))
+        for row in group.itertuples():
+            window = audio[(row.seconds - 5) * sample_rate:row.seconds * sample_rate]
+            peak = np.abs(window).max()
+            assert peak < 1e-3 if row.birds == "nocall" else peak > 1e-2, (row.row_id, peak)
