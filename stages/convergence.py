@@ -5,6 +5,9 @@ Two readouts per model, written to the training summary and compared by the repo
   CONVERGED_WITHIN of the run's final valid loss;
 - the valid loss after each quarter of training (epochs rounded up), so curves of runs with
   different epoch counts compare at the same fraction of their budget.
+A model whose valid loss fell by less than CONVERGED_WITHIN from its first epoch has not started
+learning: its loss is "within 10% of final" from the start, which says nothing about speed, so the
+comparison leaves it out and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ def convergence(history: list[dict]) -> dict:
     after_quarter = {f"valid_loss_q{q}": history[math.ceil(q * epochs / len(QUARTERS)) - 1]["valid_loss"]
                      for q in QUARTERS}
     return {
+        "learned": final < history[0]["valid_loss"] * (1 - CONVERGED_WITHIN),
+        "valid_loss_first": history[0]["valid_loss"],
         "epochs_to_within_10pct": history[reached]["epoch"],
         "seconds_to_within_10pct": sum(record["epoch_seconds"] for record in history[:reached + 1]),
         **after_quarter,
@@ -34,15 +39,27 @@ def faster_model_sentence(readouts: dict[str, dict]) -> str:
     """One sentence naming which model converged faster, from each model's `convergence()`."""
     if len(readouts) < 2:
         return ""
-    parts = [f"{model} came within 10% of its final valid loss after {r['epochs_to_within_10pct']} "
-             f"epoch(s) ({r['seconds_to_within_10pct']:.0f} s)" for model, r in readouts.items()]
-    by_epochs = min(readouts, key=lambda m: (readouts[m]["epochs_to_within_10pct"], m))
-    by_seconds = min(readouts, key=lambda m: (readouts[m]["seconds_to_within_10pct"], m))
-    tied = len({r["epochs_to_within_10pct"] for r in readouts.values()}) == 1
-    if tied:
-        verdict = f"in epochs they tie; in wall-clock time {by_seconds} converged faster"
-    elif by_epochs == by_seconds:
-        verdict = f"{by_epochs} converged faster, in epochs and in wall-clock time"
-    else:
-        verdict = f"{by_epochs} converged in fewer epochs, {by_seconds} in less wall-clock time"
-    return "; ".join(parts) + f": {verdict}."
+    parts, learned = [], {}
+    for model, r in readouts.items():
+        if r["learned"]:
+            learned[model] = r
+            parts.append(f"{model} came within 10% of its final valid loss after {r['epochs_to_within_10pct']} "
+                         f"epoch(s) ({r['seconds_to_within_10pct']:.0f} s)")
+        else:
+            parts.append(f"{model}'s valid loss fell by less than 10% over training ({r['valid_loss_first']:.3g} "
+                         f"to {r['valid_loss_q4']:.3g}): it has not started learning")
+    return "; ".join(parts) + f": {_verdict(learned)}."
+
+
+def _verdict(learned: dict[str, dict]) -> str:
+    if not learned:
+        return "no model learned, so none converged"
+    if len(learned) == 1:
+        return f"only {next(iter(learned))} learned, so it converged faster"
+    by_epochs = min(learned, key=lambda m: (learned[m]["epochs_to_within_10pct"], m))
+    by_seconds = min(learned, key=lambda m: (learned[m]["seconds_to_within_10pct"], m))
+    if len({r["epochs_to_within_10pct"] for r in learned.values()}) == 1:
+        return f"in epochs they tie; in wall-clock time {by_seconds} converged faster"
+    if by_epochs == by_seconds:
+        return f"{by_epochs} converged faster, in epochs and in wall-clock time"
+    return f"{by_epochs} converged in fewer epochs, {by_seconds} in less wall-clock time"

@@ -60,14 +60,15 @@ def test_valid_loss_after_each_quarter_rounds_epochs_up(epochs, quarter_ends):
 
 def test_convergence_keys():
     assert set(convergence(history([0.5, 0.4]))) == {
-        "epochs_to_within_10pct", "seconds_to_within_10pct",
+        "learned", "valid_loss_first", "epochs_to_within_10pct", "seconds_to_within_10pct",
         "valid_loss_q1", "valid_loss_q2", "valid_loss_q3", "valid_loss_q4"}
 
 
 # ------------------------------------------------------------------------------------ the sentence
 
-def readout(epochs: int, seconds: float) -> dict:
-    return {"epochs_to_within_10pct": epochs, "seconds_to_within_10pct": seconds,
+def readout(epochs: int, seconds: float, learned: bool = True) -> dict:
+    return {"learned": learned, "valid_loss_first": 1.0 if learned else 0.32,
+            "epochs_to_within_10pct": epochs, "seconds_to_within_10pct": seconds,
             "valid_loss_q1": 1.0, "valid_loss_q2": 0.5, "valid_loss_q3": 0.4, "valid_loss_q4": 0.3}
 
 
@@ -107,3 +108,25 @@ def test_sentence_from_real_histories():
     sentence = faster_model_sentence({"efficientnet_b0": slow, "ast_tiny": fast})
     assert "after 4 epoch(s) (80 s)" in sentence and "after 3 epoch(s) (30 s)" in sentence
     assert sentence.endswith("ast_tiny converged faster, in epochs and in wall-clock time.")
+
+
+@pytest.mark.parametrize("losses, learned", [
+    ([0.506, 0.486, 0.481, 0.483, 0.481], False),  # the demo's random-init AST: 5% down, flat
+    ([0.5, 0.5, 0.5], False),
+    ([0.5, 0.6, 0.7], False),                      # rising
+    ([1.0, 0.91], False),                          # exactly 9% down
+    ([1.0, 0.89], True),
+    ([1.17, 0.56, 1.06, 0.88, 0.22, 0.12, 0.10, 0.11], True),
+])
+def test_a_model_has_learned_when_its_valid_loss_fell_by_more_than_10_percent(losses, learned):
+    assert convergence(history(losses))["learned"] is learned
+
+
+def test_a_model_that_did_not_learn_is_not_called_faster():
+    """A flat loss is 'within 10% of final' at epoch 1: without the learned flag the sentence would
+    crown the model that learned nothing."""
+    sentence = faster_model_sentence({"efficientnet_b0": readout(7, 67.0), "ast_tiny": readout(1, 24.0, False)})
+    assert "ast_tiny's valid loss fell by less than 10% over training (0.32 to 0.3): it has not started learning" in sentence
+    assert sentence.endswith(": only efficientnet_b0 learned, so it converged faster.")
+    neither = faster_model_sentence({"a": readout(1, 5.0, False), "b": readout(1, 9.0, False)})
+    assert neither.endswith(": no model learned, so none converged.")

@@ -278,6 +278,7 @@ def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, mod
     valid_losses = [r["valid_loss"] for r in last["history"]]
     reached = next(i for i, loss in enumerate(valid_losses) if loss <= 1.1 * valid_losses[-1])
     assert metrics["convergence"] == {
+        "learned": valid_losses[-1] < 0.9 * valid_losses[0], "valid_loss_first": valid_losses[0],
         "epochs_to_within_10pct": reached + 1,
         "seconds_to_within_10pct": pytest.approx(sum(r["epoch_seconds"] for r in last["history"][:reached + 1])),
         "valid_loss_q1": valid_losses[1], "valid_loss_q2": valid_losses[2],
