@@ -23,9 +23,7 @@ def write_report(table: pd.DataFrame, out: Path, pretrained: bool, seconds: floa
     lines = ["# AST ablations", "",
              "Queued with `dvc exp run --queue`, run with `dvc queue start`, collected from "
              f"`dvc exp show --json` by `make ablations` ({seconds / 60:.0f} min for the set). "
-             "One row per experiment; the EfficientNet stages were restored from the run-cache. "
-             "Seconds per epoch come from each experiment's own run: experiments run together shared "
-             "the cores, and one restored from the run-cache keeps the time of its original run.", "",
+             "One row per experiment; the EfficientNet stages were restored from the run-cache.", "",
              table.to_markdown(index=False, floatfmt=".4g"), "",
              "![ablations](ablations.png)", ""]
     if not pretrained:
