@@ -78,6 +78,26 @@ def test_patchout_drops_tokens_in_training_only():
         assert torch.equal(model(spectrograms), model(spectrograms))
 
 
+def test_ast_pools_the_mean_of_cls_and_distillation_tokens():
+    """As the official AST (and DeiT at inference): logits = head((CLS + distillation) / 2) of the
+    final norm's output; neither token alone, nor a mean over the patch tokens."""
+    torch.manual_seed(0)
+    model = create_model("ast_tiny", 5, N_MELS, 100).eval()  # 12 x 9 patches: fast
+    normed = []
+    model.norm.register_forward_hook(lambda module, inputs, output: normed.append(output))
+    spectrograms = torch.randn(3, N_MELS, 100)
+    with torch.no_grad():
+        logits = model(spectrograms)
+        (tokens,) = normed
+        assert tokens.shape == (3, 2 + 12 * 9, 192)
+        expected = model.head((tokens[:, 0] + tokens[:, 1]) / 2)
+        alternatives = {"CLS alone": model.head(tokens[:, 0]), "distillation alone": model.head(tokens[:, 1]),
+                        "patch mean": model.head(tokens[:, 2:].mean(dim=1))}
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    for name, other in alternatives.items():  # the test can tell the poolings apart
+        assert (other - expected).abs().max() > 1e-3, name
+
+
 def test_structured_patchout_keeps_whole_rows_and_columns():
     rows, cols = torch.meshgrid(torch.arange(6), torch.arange(8), indexing="ij")
     grid = torch.stack([rows, cols], dim=-1).unsqueeze(0).expand(3, -1, -1, -1)  # [3, 6, 8, 2]
