@@ -22,8 +22,11 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m` still finds th
     sys.path.insert(0, str(ROOT))
 
 from stages.demo_data import generate  # noqa: E402
+from stages.featurize import featurize  # noqa: E402
 from stages.ogg import write_ogg_vorbis  # noqa: E402
 from stages.params import Params, parse_params  # noqa: E402
+from stages.prepare import build_tables  # noqa: E402
+from stages.problems import Problems  # noqa: E402
 
 # Small enough for a 2-core machine: 3 species x 3 recordings of at most 8 s, two 20 s soundscapes;
 # more secondary labels than the default so label-weight tests have something to change.
@@ -204,3 +207,18 @@ def project_repo(tmp_path_factory: pytest.TempPathFactory, overrides: dict) -> S
     run("git", "add", "-A")
     run("git", "commit", "-q", "-m", "project")
     return SimpleNamespace(repo=repo, run=run, env=env)
+
+
+def prepare_and_featurize(root: Path, params: Params, out: Path) -> tuple[Path, Path]:
+    """What stages `prepare` and `featurize` write for the dataset at `root`, made in-process under
+    `out`; returns (prepared dir, features dir)."""
+    chunks, targets, labels, classes, _ = build_tables(root, params.data, params.seed, Problems(strict=False))
+    prepared, features = out / "prepared", out / "features"
+    prepared.mkdir(parents=True)
+    chunks.to_csv(prepared / "chunks.csv", index=False)
+    np.save(prepared / "targets.npy", targets)
+    labels.to_csv(prepared / "labels.csv", index=False)
+    (prepared / "classes.txt").write_text("\n".join(classes) + "\n")
+    features.mkdir()
+    featurize(chunks, root, params.data, params.features, features, Problems(strict=False))
+    return prepared, features

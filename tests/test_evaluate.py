@@ -21,15 +21,13 @@ import torch
 from sklearn.metrics import average_precision_score, label_ranking_average_precision_score
 
 from conftest import ONE_SECOND_CHUNKS, make_dataset, make_params
+from conftest import prepare_and_featurize
 from stages import metrics
 from stages.checkpoints import CheckpointError
 from stages.datasets import load_split, read_classes, read_feature_stats
 from stages.evaluate import evaluate
-from stages.featurize import featurize
 from stages.labels import NOCALL
 from stages.models import create_model
-from stages.prepare import build_tables
-from stages.problems import Problems
 from stages.train import TrainPaths, train
 
 # 1 s chunks (128 x 101 log-mels) so a CPU epoch takes a second or two.
@@ -44,19 +42,10 @@ SMALL = {
 MODELS = ("efficientnet_b0", "ast_tiny")
 
 
-def prepare_and_featurize(root: Path, out: Path, overrides: dict):
+def small_data(root: Path, out: Path, overrides: dict):
     """What stages `prepare` and `featurize` write, made in-process; returns the params."""
     params = make_params({**SMALL, "data.root": str(root), **overrides})
-    chunks, targets, labels, classes, _ = build_tables(root, params.data, params.seed, Problems(strict=False))
-    prepared, features = out / "prepared", out / "features"
-    prepared.mkdir(parents=True)
-    chunks.to_csv(prepared / "chunks.csv", index=False)
-    np.save(prepared / "targets.npy", targets)
-    labels.to_csv(prepared / "labels.csv", index=False)
-    (prepared / "classes.txt").write_text("\n".join(classes) + "\n")
-    features.mkdir()
-    featurize(chunks, root, params.data, params.features, features, Problems(strict=False))
-    return params, prepared, features
+    return (params, *prepare_and_featurize(root, params, out))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,7 +61,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def data(demo_root, tmp_path_factory):
-    return prepare_and_featurize(demo_root, tmp_path_factory.mktemp("eval_data"), {})
+    return small_data(demo_root, tmp_path_factory.mktemp("eval_data"), {})
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -316,7 +305,7 @@ def test_per_class_ap_has_one_row_per_class(evaluated):
 
 def test_without_soundscapes_there_is_no_soundscape_section(tmp_path):
     root = make_dataset(tmp_path / "data", per_species=3, seconds=4.0, soundscape=False)
-    params, prepared, features = prepare_and_featurize(root, tmp_path / "work", {})
+    params, prepared, features = small_data(root, tmp_path / "work", {})
     # A checkpoint of an untrained model: evaluate must only load it.
     stats = read_feature_stats(features)
     mp = params.models["efficientnet_b0"]

@@ -10,11 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ONE_SECOND_CHUNKS, make_params, run_stage, write_params
+from conftest import ONE_SECOND_CHUNKS, make_params, prepare_and_featurize, run_stage, write_params
 from stages.datasets import read_classes
-from stages.featurize import featurize
-from stages.prepare import build_tables
-from stages.problems import Problems
 from stages.spectrograms import MAX_SPECIES, example_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -25,16 +22,7 @@ def featurized(demo_root, tmp_path_factory):
     """(work dir, params file, prepared dir, features dir) of the tiny demo in 1 s chunks."""
     work = tmp_path_factory.mktemp("spectrograms")
     overrides = {**ONE_SECOND_CHUNKS, "data.root": str(demo_root)}
-    params = make_params(overrides)
-    chunks, targets, labels, classes, _ = build_tables(demo_root, params.data, params.seed, Problems(strict=False))
-    prepared, features = work / "prepared", work / "features"
-    prepared.mkdir()
-    chunks.to_csv(prepared / "chunks.csv", index=False)
-    np.save(prepared / "targets.npy", targets)
-    labels.to_csv(prepared / "labels.csv", index=False)
-    (prepared / "classes.txt").write_text("\n".join(classes) + "\n")
-    features.mkdir()
-    featurize(chunks, demo_root, params.data, params.features, features, Problems(strict=False))
+    prepared, features = prepare_and_featurize(demo_root, make_params(overrides), work)
     return work, write_params(work / "params.yaml", overrides), prepared, features
 
 
