@@ -30,7 +30,8 @@ import torch
 from tqdm import tqdm
 
 from stages.atomic import atomic_path, write_json
-from stages.audio import AudioError, CpuLogMel, LogMel, decode_chunks, n_frames
+from stages.audio import AudioError, decode_chunks
+from stages.logmel import CpuLogMel, LogMel, n_frames
 from stages.devices import resolve_device
 from stages.params import DataParams, FeatureParams, ParamsError, load_params
 from stages.problems import Problems

@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from conftest import make_params, tone, write_ogg
-from stages.audio import LOG_OFFSET, AudioError, CpuLogMel, LogMel, cut_chunk, decode_chunks, decode_mono, downmix
+from stages.audio import AudioError, cut_chunk, decode_chunks, decode_mono, downmix
+from stages.logmel import LOG_OFFSET, CpuLogMel, LogMel
 
 SR = 32000
 FEATURE_VARIANTS = {

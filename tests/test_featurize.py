@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 
 from conftest import make_params, tone, write_ogg
-from stages.audio import (LOG_OFFSET, MIN_SOURCE_SAMPLE_RATE, READ_BLOCK_SAMPLES, CpuLogMel, LogMel, cut_chunk,
-                          decode_mono, n_frames)
+from stages.audio import MIN_SOURCE_SAMPLE_RATE, READ_BLOCK_SAMPLES, cut_chunk, decode_mono
+from stages.logmel import LOG_OFFSET, CpuLogMel, LogMel, n_frames
 from stages.featurize import (DISK_MARGIN_BYTES, DiskSpaceError, RecordingChunks, TrainStats, _feature_rows,
                               check_feature_params, check_free_space, featurize)
 from stages.ogg import _ogg_crc, encode_ogg_vorbis
