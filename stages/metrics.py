@@ -82,28 +82,6 @@ def top1_accuracy(primary_index: np.ndarray, scores: np.ndarray) -> float:
     return float(accuracy_score(primary_index, np.asarray(scores).argmax(axis=1)))
 
 
-def micro_f1(targets: np.ndarray, scores: np.ndarray, threshold: float) -> float:
-    """Micro F1 of `scores >= threshold` against the binarised targets (0 when undefined)."""
-    predicted = (np.asarray(scores) >= threshold).astype(int)
-    return float(f1_score(binarize_targets(targets), predicted, average="micro",
-                          zero_division=0))
-
-
-def choose_threshold(targets: np.ndarray, scores: np.ndarray,
-                     grid: Iterable[float]) -> tuple[float, float]:
-    """The grid threshold with the best micro F1 on this split, and that F1.
-
-    Ties go to the smaller threshold: it predicts more labels, and on validation data an
-    equal F1 gives no reason to be stricter.
-    """
-    candidates = np.unique(np.asarray(list(grid), dtype=float))  # sorted ascending
-    if candidates.size == 0:
-        raise ValueError("threshold grid is empty")
-    f1_scores = [micro_f1(targets, scores, threshold) for threshold in candidates]
-    best = int(np.argmax(f1_scores))  # argmax returns the first, i.e. smallest, of equal maxima
-    return float(candidates[best]), float(f1_scores[best])
-
-
 def predictions_to_label_sets(scores: np.ndarray, class_names: Sequence[str],
                               threshold: float) -> list[set[str]]:
     """Per row, the classes scoring >= threshold; a row where none does predicts nocall."""

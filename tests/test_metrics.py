@@ -12,11 +12,9 @@ from sklearn.metrics import (
 from stages.metrics import (
     birdclef_row_f1,
     birds_strings_to_sets,
-    choose_threshold,
     label_ranking_ap,
     label_sets_to_birds_strings,
     mean_average_precision,
-    micro_f1,
     per_class_average_precision,
     predictions_to_label_sets,
     row_f1_per_row,
@@ -105,33 +103,6 @@ def test_top1_accuracy():
     primary = rng.integers(0, 6, 100)
     assert top1_accuracy(primary, scores) == pytest.approx(
         top_k_accuracy_score(primary, scores, k=1, labels=np.arange(6)))
-
-
-def test_micro_f1_is_sklearn_on_binarised_input(random_case):
-    targets, scores = random_case
-    for threshold in (0.2, 0.5, 0.9):
-        expected = f1_score(targets > 0, scores >= threshold, average="micro")
-        assert micro_f1(targets, scores, threshold) == pytest.approx(expected)
-
-
-def test_micro_f1_without_positives_or_predictions_is_zero():
-    assert micro_f1(np.zeros((2, 3)), np.zeros((2, 3)), 0.5) == 0.0
-
-
-def test_choose_threshold_maximises_micro_f1():
-    targets = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]])
-    # Positives score 0.6-0.8, negatives at most 0.5: only thresholds in (0.5, 0.6] are perfect.
-    scores = np.array([[0.8, 0.5, 0.1], [0.2, 0.6, 0.4], [0.1, 0.3, 0.7], [0.6, 0.2, 0.3]])
-    threshold, f1 = choose_threshold(targets, scores, [0.3, 0.5, 0.6, 0.7, 0.9])
-    assert (threshold, f1) == (0.6, 1.0)
-
-
-def test_choose_threshold_breaks_ties_towards_the_smaller():
-    targets = np.array([[1, 0], [0, 1]])
-    # No score lies in [0.3, 0.55), so 0.3, 0.4 and 0.55 make the same predictions.
-    scores = np.array([[0.9, 0.2], [0.1, 0.6]])
-    threshold, f1 = choose_threshold(targets, scores, [0.55, 0.4, 0.3, 0.95])
-    assert (threshold, f1) == (0.3, 1.0)
 
 
 def test_predictions_to_label_sets_threshold_is_inclusive_and_empty_is_nocall():
