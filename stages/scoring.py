@@ -69,8 +69,12 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n_units: int, s
                        seed: int) -> tuple[float, float]:
     """Percentile interval of `statistic(drawn unit indices)` over `samples` draws with replacement."""
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n_units, n_units)) for _ in range(samples)])
-    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return percentile_interval([statistic(rng.integers(0, n_units, n_units)) for _ in range(samples)], level)
+
+
+def percentile_interval(values, level: float) -> tuple[float, float]:
+    """The central `level` share of bootstrap `values` (draws with no value, NaN, left out)."""
+    low, high = np.nanpercentile(np.asarray(values, dtype=float), [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
 
 
@@ -87,9 +91,7 @@ def map_interval(targets: np.ndarray, scores: np.ndarray, recordings: np.ndarray
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_recordings, (samples, n_recordings))
     counts = np.stack([np.bincount(draw, minlength=n_recordings) for draw in draws])
-    values = weighted_map(targets, scores, counts[:, recording_of_chunk])
-    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
+    return percentile_interval(weighted_map(targets, scores, counts[:, recording_of_chunk]), level)
 
 
 WEIGHT_ROWS_PER_BLOCK = 128  # bounds memory: a block holds 4 arrays of rows x chunks float64
