@@ -37,14 +37,16 @@ class Sizes:
     gpu_batch_sizes: list[int]
     gpu_steps: int
     gpu_loop_chunks: int
+    gpu_loop_batch_size: int    # the real loop on CUDA: the batch of a real-data run (README)
 
 
 FULL = Sizes(scales=[1, 4, 16], demo_overrides={}, loader_chunks=4096, loader_passes=3, loop_steps=4,
-             gpu_batch_sizes=[64, 256], gpu_steps=20, gpu_loop_chunks=8192)
+             gpu_batch_sizes=[64, 256], gpu_steps=20, gpu_loop_chunks=8192,
+             gpu_loop_batch_size=64)
 SMOKE = Sizes(scales=[1, 2], demo_overrides={"demo.n_species": 3, "demo.recordings_per_species": 2,
                                              "demo.max_recording_seconds": 8.0, "demo.soundscape_seconds": 10},
               loader_chunks=48, loader_passes=1, loop_steps=1, gpu_batch_sizes=[8], gpu_steps=1,
-              gpu_loop_chunks=32)
+              gpu_loop_chunks=32, gpu_loop_batch_size=8)
 
 
 def machine() -> dict:
@@ -75,7 +77,7 @@ def run(params_path: Path, sizes: Sizes, smoke: bool) -> dict:
                                                sizes.loader_passes, device)
         if torch.cuda.is_available():
             results["gpu"] = gpu_figures(params, workdir, sizes.gpu_batch_sizes, sizes.gpu_steps,
-                                         sizes.gpu_loop_chunks)
+                                         sizes.gpu_loop_chunks, sizes.gpu_loop_batch_size)
         else:
             results["gpu"] = None
             results["gpu_reason"] = "torch sees no CUDA device on this machine"

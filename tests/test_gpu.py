@@ -38,7 +38,7 @@ def test_the_demo_pipeline_runs_on_the_gpu(tmp_path_factory):
         assert summary["device"] == gpu
         assert summary["recipe"]["precision"] == CUDA_AUTO[family][0]
         assert math.isfinite(summary["min_valid_loss"]) and summary["peak_memory_mib"] > 0
-        evaluation = json.loads((reports / "metrics" / f"{model}.json").read_text())
+        evaluation = json.loads((reports / "eval" / model / "metrics.json").read_text())
         assert evaluation["inference"]["device"] == gpu
         assert evaluation["inference"]["precision"] == CUDA_AUTO[family][0]
         assert 0 <= evaluation["valid"]["map"] <= 1
