@@ -20,6 +20,7 @@ from stages.batches import BatchReader
 from stages.models import MODEL_BUILDERS, create_model
 from stages.params import Params
 from stages.recipe import Recipe, step_context
+from stages.report import recipe_text
 from stages.train import build_trainer
 
 BIRDCLEF_2021_RECORDINGS = 62_874  # one 5 s chunk per training recording per epoch
@@ -111,8 +112,8 @@ def gpu_figures(params: Params, workdir: Path, batch_sizes: list[int], steps: in
                       f"{row['peak_memory_mib']:,.0f} MiB", flush=True)
                 rows.append({"recipe": label, "batch_size": batch, **row})
         loop = default_loop(params, name, features, split, loop_batch_size)
-        print(f"gpu: {name} real loop, {loop['default_recipe']}: {loop['loop_samples_per_second']:,.0f} "
-              f"samples/s", flush=True)
+        print(f"gpu: {name} real loop, {recipe_text(loop['default_recipe'])}: "
+              f"{loop['loop_samples_per_second']:,.0f} samples/s", flush=True)
         figures["models"][name] = {"forward_gflop_per_sample": gflop, "recipes": rows, **loop}
     return figures
 
