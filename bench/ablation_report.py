@@ -15,8 +15,10 @@ METRICS = [("valid_mAP", "valid mAP"), ("soundscape_F1", "soundscape row-wise F1
 RANDOM_INIT_NOTE = (
     "These runs start from random weights, so the position-embedding variants (bilinear / nearest / "
     "reinit), which differ only in how ImageNet's 14x14 DeiT grid is fitted to the patch grid, would be "
-    "the same model: the set runs patch shapes and patchout only. Pass a DeiT-tiny checkpoint "
-    "(`make ablations WEIGHTS=path`) to run all variants.")
+    "the same model: the set runs patch shapes, patchout, and the two ways to start the position "
+    "embeddings (`pos_embed_init`: the 2-D sine-cosine code of every other row, or the official code's "
+    "small random values, `trunc_normal`). Pass a DeiT-tiny checkpoint (`make ablations WEIGHTS=path`) "
+    "to run all fitting variants.")
 
 
 def write_report(table: pd.DataFrame, out: Path, pretrained: bool, seconds: float) -> None:

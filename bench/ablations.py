@@ -10,6 +10,9 @@ per experiment: parameters, valid mAP, soundscape F1, min valid loss, seconds pe
 - Position-embedding fitting (bilinear / nearest / reinit) only changes how ImageNet's 14x14 DeiT
   grid is fitted, so with random weights these variants are the same model: they run only when
   --weights names a DeiT checkpoint (models.ast_tiny.pretrained).
+- Position-embedding initialisation, with random weights only: the 2-D sine-cosine code every other
+  variant starts from, against the official code's small random values (16x16 patches; a tall grid
+  has a single frequency row, so there the two differ only along time).
 
 The EfficientNet stages are unaffected by these overrides, so DVC's run-cache restores them.
 
@@ -40,6 +43,7 @@ PATCHOUT = {"16x16-s10": {"patchout_freq": 0.1, "patchout_time": 0.25},
             "tall-{n_mels}x4": {"patchout_freq": 0.0, "patchout_time": 0.25}}
 NO_PATCHOUT = {"patchout_freq": 0.0, "patchout_time": 0.0}
 POS_EMBED = ("bilinear", "nearest", "reinit")
+DEFAULT_INIT, OFFICIAL_INIT = "sincos", "trunc_normal"  # pos_embed_init without ImageNet weights
 PREFIX = "abl-"
 POLL_SECONDS = 10
 
@@ -56,10 +60,17 @@ def variants(n_mels: int, weights: str | None) -> dict[str, dict[str, object]]:
                 if patchout_name and fit != "bilinear":
                     continue  # patchout is compared at the default fitting only
                 name = f"{PREFIX}{shape_name}{'-' + fit if weights else ''}{patchout_name}"
-                overrides = {**base, **patchout, "pos_embed_interp": fit}
-                found[name] = {f"{AST}.options.{k}": v for k, v in overrides.items()}
-                found[name][f"{AST}.pretrained"] = weights if weights else False
+                overrides = {**base, **patchout, "pos_embed_interp": fit, "pos_embed_init": DEFAULT_INIT}
+                found[name] = _settings(overrides, weights)
+    if not weights:
+        square = {k: int(v) for k, v in PATCH_SHAPES["16x16-s10"].items()}
+        found[f"{PREFIX}16x16-s10-{OFFICIAL_INIT.replace('_', '-')}"] = _settings(
+            {**square, **NO_PATCHOUT, "pos_embed_interp": "bilinear", "pos_embed_init": OFFICIAL_INIT}, None)
     return found
+
+
+def _settings(options: dict[str, object], weights: str | None) -> dict[str, object]:
+    return {**{f"{AST}.options.{k}": v for k, v in options.items()}, f"{AST}.pretrained": weights or False}
 
 
 def dvc(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -123,7 +134,7 @@ def _row(name: str, data: dict) -> dict:
     return {"experiment": name, "patch": f"{options['patch_freq']}x{options['patch_time']}",
             "stride": f"{options['fstride']}x{options['tstride']}",
             "patchout": f"{options['patchout_freq']}/{options['patchout_time']}",
-            "pos_embed": options["pos_embed_interp"] if params["pretrained"] else "random init",
+            "pos_embed": options["pos_embed_interp"] if params["pretrained"] else f"random: {options['pos_embed_init']}",
             "params": scores["params"], "valid_mAP": scores["mAP"], "soundscape_F1": scores["F1"],
             "min_valid_loss": scores["loss"], "s_per_epoch": timing["s_epoch"]}
 

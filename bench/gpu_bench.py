@@ -71,7 +71,8 @@ def recipe_figures(params: Params, name: str, recipe: Recipe, steps: int, gflop:
     device = torch.device("cuda")
     train_params = replace(params.train, precision=recipe.precision, channels_last=recipe.channels_last,
                            compile=recipe.compile, batch_size=recipe.batch_size)
-    trainer = build_trainer(replace(params, train=train_params), name, N_CLASSES, N_MELS, N_FRAMES, STATS, device)
+    trainer = build_trainer(replace(params, train=train_params), name, N_CLASSES, N_MELS, N_FRAMES, STATS, device,
+                            steps)
     x = torch.randn(recipe.batch_size, N_MELS, N_FRAMES, device=device)
     y = torch.rand(recipe.batch_size, N_CLASSES, device=device)
 
@@ -123,8 +124,8 @@ def default_loop(params: Params, name: str, features: Path, split, batch_size: i
     run (the demo's batch of 8 would measure kernel launches), and the 50-epoch projection."""
     device = torch.device("cuda")
     params = replace(params, train=replace(params.train, batch_size=batch_size))
-    trainer = build_trainer(params, name, N_CLASSES, N_MELS, N_FRAMES, STATS, device)
     reader = BatchReader(features, split, batch_size, device)
+    trainer = build_trainer(params, name, N_CLASSES, N_MELS, N_FRAMES, STATS, device, len(reader))
     rate = loop_rate(trainer, reader)
     hours = 50 * BIRDCLEF_2021_RECORDINGS / rate / 3600
     return {"default_recipe": trainer.recipe.as_dict(), "loop_samples_per_second": rate,

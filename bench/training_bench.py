@@ -86,7 +86,7 @@ def loop_rate(trainer: Trainer, reader: BatchReader) -> float:
 def model_figures(params: Params, model: str, features: Path, split: SplitData, device: torch.device,
                   steps: int) -> dict:
     """One model: bare step vs the real loop, inference, with the recipe train@<model> resolves."""
-    trainer = build_trainer(params, model, N_CLASSES, N_MELS, N_FRAMES, STATS, device)
+    trainer = build_trainer(params, model, N_CLASSES, N_MELS, N_FRAMES, STATS, device, steps)
     batch = trainer.recipe.batch_size
     loop_split = replace(split, feature_rows=split.feature_rows[:batch * steps],
                          targets=split.targets[:batch * steps])

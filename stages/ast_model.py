@@ -3,6 +3,13 @@
 A log-mel spectrogram is cut into overlapping patches, each patch becomes a token, and a DeiT
 transformer (CLS and distillation tokens included) classifies the sequence. Optionally, PaSST's
 structured patchout (Koutini et al., 2021) drops whole rows and columns of patches during training.
+
+Without ImageNet weights, the patch position embeddings can start as the official code's small
+random values (`trunc_normal`, std 0.02) or as a fixed 2-D sine-cosine code (`sincos`, as MAE and
+Audio-MAE do); both are trained. The random ones are some 30x smaller than a patch's embedding, so
+a patch's frequency, which is what tells many bird species apart, is all but invisible at the
+start; from random weights on the demo, 16x16 patches learn with `sincos` and stay at chance with
+`trunc_normal` (reports/ablations.md).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from torch import Tensor, nn
 
 DEIT_TINY = "deit_tiny_distilled_patch16_224"
 POS_EMBED_INTERPOLATIONS = ("bilinear", "nearest", "reinit")
+POS_EMBED_INITS = ("trunc_normal", "sincos")
+SINCOS_MAX_PERIOD = 10000.0  # the longest wavelength's scale, as in "Attention is all you need"
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,7 @@ class ASTOptions:
     patchout_freq: float = 0.0      # fraction of frequency rows of patches dropped in training
     patchout_time: float = 0.0      # fraction of time columns of patches dropped in training
     pos_embed_interp: str = "bilinear"  # how ImageNet position embeddings are stretched
+    pos_embed_init: str = "trunc_normal"  # without ImageNet weights: trunc_normal | sincos
 
     def __post_init__(self) -> None:
         for key in ("patch_freq", "patch_time", "fstride", "tstride"):
@@ -43,6 +53,9 @@ class ASTOptions:
         if self.pos_embed_interp not in POS_EMBED_INTERPOLATIONS:
             raise ValueError(f"AST option pos_embed_interp: must be one of "
                              f"{list(POS_EMBED_INTERPOLATIONS)}, got {self.pos_embed_interp!r}")
+        if self.pos_embed_init not in POS_EMBED_INITS:
+            raise ValueError(f"AST option pos_embed_init: must be one of {list(POS_EMBED_INITS)}, "
+                             f"got {self.pos_embed_init!r}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> ASTOptions:
@@ -61,6 +74,25 @@ def patch_grid_size(n_mels: int, n_frames: int, options: ASTOptions) -> tuple[in
                          f"a {n_mels} x {n_frames} spectrogram")
     return ((n_mels - options.patch_freq) // options.fstride + 1,
             (n_frames - options.patch_time) // options.tstride + 1)
+
+
+def sincos_1d(n_positions: int, dim: int) -> Tensor:
+    """[n_positions, dim]: sines then cosines of each position at dim / 2 geometric frequencies."""
+    positions = torch.arange(n_positions, dtype=torch.float64)[:, None]
+    frequencies = SINCOS_MAX_PERIOD ** (-torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
+    angles = positions * frequencies
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_pos_embed_2d(grid_size: tuple[int, int], dim: int) -> Tensor:
+    """[f * t, dim] position codes of a row-major f x t patch grid: the first half of the channels
+    encodes the frequency row, the second half the time column (MAE's 2-D sine-cosine code)."""
+    if dim % 4:
+        raise ValueError(f"a 2-D sine-cosine position code needs an embedding size divisible by 4, got {dim}")
+    n_freq, n_time = grid_size
+    freq_code = sincos_1d(n_freq, dim // 2)[:, None, :].expand(n_freq, n_time, dim // 2)
+    time_code = sincos_1d(n_time, dim // 2)[None, :, :].expand(n_freq, n_time, dim // 2)
+    return torch.cat([freq_code, time_code], dim=2).reshape(n_freq * n_time, dim).float()
 
 
 def structured_patchout(grid: Tensor, drop_freq: float, drop_time: float) -> Tensor:
@@ -118,9 +150,10 @@ class AST(nn.Module):
         self.cls_token = deit.cls_token
         self.dist_token = deit.dist_token
         n_patches = self.grid_size[0] * self.grid_size[1]
-        self.pos_embed = nn.Parameter(
-            nn.init.trunc_normal_(torch.empty(1, self.num_prefix_tokens + n_patches, embed_dim),
-                                  std=0.02))
+        pos_embed = nn.init.trunc_normal_(torch.empty(1, self.num_prefix_tokens + n_patches, embed_dim), std=0.02)
+        if options.pos_embed_init == "sincos":
+            pos_embed[0, self.num_prefix_tokens:] = sincos_pos_embed_2d(self.grid_size, embed_dim)
+        self.pos_embed = nn.Parameter(pos_embed)
         self.pos_drop = deit.pos_drop
         self.blocks = deit.blocks
         self.norm = deit.norm

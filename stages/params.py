@@ -131,6 +131,7 @@ class FeatureParams:
 class TrainParams:
     epochs: Count
     batch_size: Count
+    warmup_epochs: NonNegative                       # linear lr warm-up, then cosine decay per step
     optimizer: Literal["adam", "adamw"]
     weight_decay: NonNegative
     mixup_alpha: NonNegative                         # 0 disables mixup
@@ -143,6 +144,8 @@ class TrainParams:
     compile: StrictBool
     threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
                                           "must be auto or an integer >= 1")]
+
+    _cross = _rule("warmup_epochs", "must be < epochs", lambda s: s.warmup_epochs < s.epochs)
 
 
 @_section

@@ -1,6 +1,7 @@
 """Stage train@<model>: train one model of params.yaml `models` on the featurized chunks.
 
-Plain PyTorch, top to bottom: BCE on the weak soft targets, Adam(W) with a cosine schedule,
+Plain PyTorch, top to bottom: BCE on the weak soft targets, Adam(W) with a linear warm-up and a
+cosine decay, both stepped per batch,
 batches read whole from the feature memmap (stages/batches.py), normalisation, SpecAugment and
 mixup on the device, the precision / memory format / compilation of stages/recipe.py.
 One DVCLive step per epoch.
@@ -82,6 +83,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.scheduler.step()
         return loss.detach()
 
     @torch.no_grad()
@@ -108,8 +110,21 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
 
 
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                  total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr rises linearly to its full value over `warmup_steps`, then follows a half cosine to
+    zero at `total_steps`. A transformer from random weights needs the warm-up: full-size Adam
+    steps on its first, noisy gradients stall it (the official AST recipe warms up too)."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def build_trainer(params: Params, model_name: str, n_classes: int, n_mels: int, n_frames: int,
-                  stats: dict, device: torch.device) -> Trainer:
+                  stats: dict, device: torch.device, steps_per_epoch: int) -> Trainer:
     tp, mp = params.train, params.models[model_name]
     recipe = resolve_recipe(mp.arch, device, tp)
     torch.manual_seed(params.seed)
@@ -119,7 +134,7 @@ def build_trainer(params: Params, model_name: str, n_classes: int, n_mels: int, 
     optimizer = optimizer_class(model.parameters(), lr=params.effective_lr(model_name), weight_decay=tp.weight_decay)
     return Trainer(
         model=model, step_model=step_model, optimizer=optimizer,
-        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=tp.epochs),
+        scheduler=warmup_cosine(optimizer, round(tp.warmup_epochs * steps_per_epoch), tp.epochs * steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16"),
         normalise=Normalise(stats["mean"], stats["std"]),
         augment=SpecAugment(tp.freq_mask, tp.time_mask).to(device),
@@ -161,7 +176,7 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
     stats = read_feature_stats(features_dir)
     n_mels, n_frames = stats["shape"][1:]
     train_reader, valid_reader = make_readers(tp.batch_size, prepared_dir, features_dir, device)
-    trainer = build_trainer(params, model_name, len(classes), n_mels, n_frames, stats, device)
+    trainer = build_trainer(params, model_name, len(classes), n_mels, n_frames, stats, device, len(train_reader))
     print(f"train@{model_name}: {train_reader.n_chunks} train / {valid_reader.n_chunks} valid chunks on "
           f"{device_name(device)} ({threads} CPU threads), recipe {trainer.recipe.as_dict()}", flush=True)
 
@@ -187,15 +202,15 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
     for epoch in range(start_epoch, tp.epochs):
         torch.manual_seed(params.seed * 1000 + epoch)  # shuffling, masks, mixup, dropout, patchout
         started = time.perf_counter()
+        epoch_lr = trainer.scheduler.get_last_lr()[0]
         order = torch.randperm(train_reader.n_chunks)
         train_loss = trainer.train_epoch(train_reader, order, f"train@{model_name} epoch {epoch + 1}/{tp.epochs}")
         train_seconds = time.perf_counter() - started
         valid = trainer.validate(valid_reader)
         valid_loss = valid.loss
         record = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss, "valid_map": valid.map,
-                  "lr": trainer.scheduler.get_last_lr()[0], "epoch_seconds": time.perf_counter() - started,
+                  "lr": epoch_lr, "epoch_seconds": time.perf_counter() - started,
                   "train_samples_per_second": train_reader.n_chunks / train_seconds}
-        trainer.scheduler.step()
         history.append(record)
         log_epoch(live, record)
         print(f"train@{model_name} epoch {epoch + 1}/{tp.epochs}: train loss {train_loss:.4f}, valid loss "

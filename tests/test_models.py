@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from stages.ast_model import ASTOptions, structured_patchout
+from stages.ast_model import ASTOptions, sincos_pos_embed_2d, structured_patchout
 from stages.models import PretrainedWeightsNotFound, count_parameters, create_model
 
 N_MELS, N_FRAMES = 128, 500
@@ -109,11 +109,39 @@ def test_structured_patchout_keeps_whole_rows_and_columns():
     assert len(set(kept[0, :, 0, 0].tolist())) == 3 and len(set(kept[0, 0, :, 1].tolist())) == 6
 
 
+def test_sincos_code_gives_each_patch_row_and_column_its_own_half():
+    code = sincos_pos_embed_2d((3, 5), 16).reshape(3, 5, 16)
+    freq_half, time_half = code[..., :8], code[..., 8:]
+    assert (freq_half == freq_half[:, :1]).all() and (time_half == time_half[:1]).all()
+    assert torch.allclose(freq_half[:, 0, :4] ** 2 + freq_half[:, 0, 4:] ** 2, torch.ones(3, 4))  # sin^2 + cos^2
+    assert torch.equal(freq_half[0, 0], torch.tensor([0.0] * 4 + [1.0] * 4))  # position 0
+    assert torch.allclose(time_half[0, 1, :4], torch.sin(torch.tensor([1.0, 0.1, 0.01, 0.001])))  # 10000^(-k/4)
+    assert len({tuple(row.tolist()) for row in code.reshape(15, 16)}) == 15  # every patch distinct
+
+
+def test_sincos_code_needs_channels_divisible_by_four():
+    with pytest.raises(ValueError, match="divisible by 4, got 18"):
+        sincos_pos_embed_2d((2, 2), 18)
+
+
+@pytest.mark.parametrize("init", ["trunc_normal", "sincos"])
+def test_ast_position_embedding_init(init):
+    torch.manual_seed(0)
+    model = create_model("ast_tiny", 5, N_MELS, N_FRAMES, options={"pos_embed_init": init})
+    patches = model.pos_embed[0, 2:].detach()
+    assert model.pos_embed.requires_grad  # either way it is trained
+    if init == "sincos":
+        assert torch.equal(patches, sincos_pos_embed_2d(model.grid_size, 192))
+    else:
+        assert 0.018 < patches.std() < 0.022 and patches.abs().max() < 0.15  # normal, std 0.02
+    assert 0 < model.pos_embed[0, :2].abs().max() < 0.15  # CLS and distillation positions: random either way
+
+
 def test_ast_options_defaults_are_the_papers():
     options = ASTOptions.from_dict(None)
     assert (options.patch_freq, options.patch_time, options.fstride, options.tstride) == (16, 16, 10, 10)
     assert options.patchout_freq == options.patchout_time == 0.0
-    assert options.pos_embed_interp == "bilinear"
+    assert options.pos_embed_interp == "bilinear" and options.pos_embed_init == "trunc_normal"
 
 
 def test_unknown_ast_option_is_named():
@@ -124,7 +152,7 @@ def test_unknown_ast_option_is_named():
 @pytest.mark.parametrize("key, value", [
     ("patch_freq", 0), ("patch_time", -4), ("fstride", 2.5), ("tstride", True),
     ("patchout_freq", 1.0), ("patchout_time", -0.1), ("patchout_time", "0.5"),
-    ("pos_embed_interp", "bicubic"),
+    ("pos_embed_interp", "bicubic"), ("pos_embed_init", "zeros"),
 ])
 def test_bad_ast_option_values_are_named(key, value):
     with pytest.raises(ValueError, match=key):

@@ -156,6 +156,8 @@ def test_missing_key_is_named(dotted):
     ("train.threads", True),
     ("train.threads", 2.0),
     ("train.channels_last", 1),
+    ("train.warmup_epochs", -1.0),
+    ("train.warmup_epochs", 8),  # not < epochs (8)
     ("evaluate.tune_fraction", 0),
     ("evaluate.tune_fraction", 1),
     ("evaluate.bootstrap_samples", 5),

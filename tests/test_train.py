@@ -218,7 +218,7 @@ def run_to_end(command: list[str], cwd: Path) -> str:
 @pytest.mark.parametrize("model, lr", [("efficientnet_b0", 5e-4), ("ast_tiny", 1e-3)])  # AST: x 0.2
 def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, model, lr, tmp_path):
     epochs = 6
-    params = project.params({"lr": lr, "train.epochs": epochs, "train.batch_size": 6,
+    params = project.params({"lr": lr, "train.epochs": epochs, "train.batch_size": 6, "train.warmup_epochs": 1.0,
                              "train.freq_mask": 0, "train.time_mask": 0})
     out, live = tmp_path / "model", tmp_path / "live"
     summary = stages.train.train(params, model, project.prepared, project.features,
@@ -251,10 +251,12 @@ def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, mod
     net.load_state_dict(best["model"])  # strict: exactly this model's weights
     net.load_state_dict(last["model"])
 
-    # The cosine schedule starts at the effective lr and decays.
+    # The lr of each epoch's first step: epoch 1 starts the warm-up at 1/3 of the effective lr (3
+    # steps per epoch: 18 chunks in batches of 6), epoch 2 starts the cosine at the full lr, which decays.
     lrs = read_tsv(live, "lr")["lr"].tolist()
     effective_lr = params.lr * params.models[model].lr_scale
-    assert lrs[0] == pytest.approx(effective_lr) and lrs == sorted(lrs, reverse=True)
+    assert lrs[0] == pytest.approx(effective_lr / 3)
+    assert lrs[1] == pytest.approx(effective_lr) and lrs[1:] == sorted(lrs[1:], reverse=True) and lrs[-1] > 0
 
     # DVCLive's metrics.json: the last epoch plus the run summary.
     metrics = json.loads((live / "metrics.json").read_text())
@@ -287,6 +289,29 @@ def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, mod
     # The valid mAP logged for the best epoch is the one evaluate finds for best.pt on the same chunks.
     result = evaluate(params, model, project.prepared, project.features, out / "best.pt", tmp_path / "eval")
     assert valid_map[best["epoch"] - 1] == pytest.approx(result["valid"]["map"], abs=1e-6)
+
+
+def lr_factors(warmup_steps: int, total_steps: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = stages.train.warmup_cosine(optimizer, warmup_steps, total_steps)
+    factors = []
+    for _ in range(total_steps):
+        factors.append(scheduler.get_last_lr()[0] / 2.0)
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
+def test_warmup_rises_linearly_then_the_cosine_decays_to_zero():
+    factors = lr_factors(4, 12)
+    assert factors[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])  # step 4 starts the cosine
+    assert factors[4 + 4] == pytest.approx(0.5)  # half-way through the 8 decay steps
+    assert factors[4:] == sorted(factors[4:], reverse=True) and 0 < factors[-1] < 0.05
+
+
+def test_no_warmup_is_a_plain_per_step_cosine():
+    factors = lr_factors(0, 10)
+    assert factors == pytest.approx([0.5 * (1 + math.cos(math.pi * step / 10)) for step in range(10)])
 
 
 def test_unknown_arch_fails_when_the_model_is_created(project, tmp_path):
