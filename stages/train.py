@@ -1,9 +1,9 @@
 """Stage train@<model>: train one model of params.yaml `models` on the featurized chunks.
 
 Plain PyTorch, top to bottom: BCE on the weak soft targets, Adam(W) with a linear warm-up and a
-cosine decay, both stepped per batch,
-batches read whole from the feature memmap (stages/batches.py), normalisation, SpecAugment and
-mixup on the device, the precision / memory format / compilation of stages/recipe.py.
+cosine decay, both stepped per batch, batches read whole from the feature memmap
+(stages/batches.py), normalisation, SpecAugment and mixup on the device, the precision / memory
+format / compilation of stages/recipe.py.
 One DVCLive step per epoch.
 
 Resume rule: after every epoch the whole training state is written to
@@ -113,8 +113,8 @@ class Trainer:
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The lr rises linearly to its full value over `warmup_steps`, then follows a half cosine to
-    zero at `total_steps`. A transformer from random weights needs the warm-up: full-size Adam
-    steps on its first, noisy gradients stall it (the official AST recipe warms up too)."""
+    zero at `total_steps`. The warm-up is the usual guard for a transformer trained from random
+    weights at a high lr (the official AST code warms up too); 0 steps gives a plain cosine."""
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
