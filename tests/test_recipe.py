@@ -18,10 +18,10 @@ def train_params(**overrides):
     return make_params({f"train.{key}": value for key, value in overrides.items()}).train
 
 
-@pytest.mark.parametrize("arch", ["efficientnet_b0", "ast_tiny"])
-def test_auto_on_the_cpu_is_plain_fp32(arch):
+@pytest.mark.parametrize("arch, channels_last", [("efficientnet_b0", True), ("ast_tiny", False)])
+def test_auto_on_the_cpu_is_fp32_with_cnns_in_channels_last(arch, channels_last):
     recipe = resolve_recipe(arch, CPU, train_params(precision="auto", channels_last="auto"))
-    assert (recipe.precision, recipe.channels_last, recipe.autocast_dtype) == ("fp32", False, None)
+    assert (recipe.precision, recipe.channels_last, recipe.autocast_dtype) == ("fp32", channels_last, None)
 
 
 @mock.patch("torch.cuda.is_bf16_supported", return_value=True)
