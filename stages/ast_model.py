@@ -6,9 +6,9 @@ structured patchout (Koutini et al., 2021) drops whole rows and columns of patch
 
 Without ImageNet weights, the patch position embeddings can start as the official code's small
 random values (`trunc_normal`, std 0.02) or as a fixed 2-D sine-cosine code (`sincos`, as MAE and
-Audio-MAE do); both are trained. The random ones are some 30x smaller than a patch's embedding, so
-a patch's frequency, which is what tells many bird species apart, is all but invisible at the
-start; from random weights on the demo, 16x16 patches learn with `sincos` and stay at chance with
+Audio-MAE do); both are trained. The random ones are about 12 times smaller than a patch's
+embedding (standard deviations on the demo's features), so a patch's frequency, which is what tells
+many bird species apart, is all but invisible at the start; from random weights on the demo, 16x16 patches learn with `sincos` and stay at chance with
 `trunc_normal` (reports/ablations.md).
 """
 
