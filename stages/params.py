@@ -145,7 +145,8 @@ class TrainParams:
     threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
                                           "must be auto or an integer >= 1")]
 
-    _cross = _rule("warmup_epochs", "must be < epochs", lambda s: s.warmup_epochs < s.epochs)
+    # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
+    _cross = _rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)
 
 
 @_section

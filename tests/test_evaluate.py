@@ -28,6 +28,7 @@ from stages.datasets import load_split, read_classes, read_feature_stats
 from stages.evaluate import evaluate
 from stages.labels import NOCALL
 from stages.models import create_model
+from stages.recipe import resolve_recipe
 from stages.train import TrainPaths, train
 
 # 1 s chunks (128 x 101 log-mels) so a CPU epoch takes a second or two.
@@ -84,6 +85,10 @@ def scores_of(model_name, params, prepared, features, checkpoint, split):
     mp = params.models[model_name]
     model = create_model(mp.arch, len(classes), *stats["shape"][1:], False, mp.options)
     model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    if resolve_recipe(mp.arch, torch.device("cpu"), params.train).channels_last:
+        # The same memory format as evaluate: another one rounds differently in the last bits, and
+        # the points below sit exactly on score values.
+        model.to(memory_format=torch.channels_last)
     data = load_split(prepared, features, split)
     rows = np.load(features / "features.npy", mmap_mode="r")[data.feature_rows].astype(np.float32)
     x = (torch.from_numpy(rows) - stats["mean"]) / (2 * stats["std"])

@@ -157,7 +157,7 @@ def test_missing_key_is_named(dotted):
     ("train.threads", 2.0),
     ("train.channels_last", 1),
     ("train.warmup_epochs", -1.0),
-    ("train.warmup_epochs", 8),  # not < epochs (8)
+    ("train.warmup_epochs", 10.5),  # > epochs (10)
     ("evaluate.tune_fraction", 0),
     ("evaluate.tune_fraction", 1),
     ("evaluate.bootstrap_samples", 5),
@@ -190,6 +190,7 @@ def test_threshold_grid_names_the_item():
 
 
 @pytest.mark.parametrize("dotted, value", [("train.threads", 3), ("train.threads", "auto"),
+                                           ("train.warmup_epochs", 10.0), ("train.warmup_epochs", 0.0),
                                            ("train.channels_last", True), ("models.ast_tiny.pretrained", True),
                                            ("models.ast_tiny.pretrained", "ckpt/ast.pt")])
 def test_accepted_values(dotted, value):

@@ -309,6 +309,10 @@ def test_warmup_rises_linearly_then_the_cosine_decays_to_zero():
     assert factors[4:] == sorted(factors[4:], reverse=True) and 0 < factors[-1] < 0.05
 
 
+def test_warmup_as_long_as_training_only_rises():
+    assert lr_factors(4, 4) == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
 def test_no_warmup_is_a_plain_per_step_cosine():
     factors = lr_factors(0, 10)
     assert factors == pytest.approx([0.5 * (1 + math.cos(math.pi * step / 10)) for step in range(10)])
