@@ -62,10 +62,9 @@ def variants(n_mels: int, weights: str | None) -> dict[str, dict[str, object]]:
                 name = f"{PREFIX}{shape_name}{'-' + fit if weights else ''}{patchout_name}"
                 overrides = {**base, **patchout, "pos_embed_interp": fit, "pos_embed_init": DEFAULT_INIT}
                 found[name] = _settings(overrides, weights)
-    if not weights:
-        square = {k: int(v) for k, v in PATCH_SHAPES["16x16-s10"].items()}
-        found[f"{PREFIX}16x16-s10-{OFFICIAL_INIT.replace('_', '-')}"] = _settings(
-            {**square, **NO_PATCHOUT, "pos_embed_interp": "bilinear", "pos_embed_init": OFFICIAL_INIT}, None)
+    if not weights:  # the paper's patches again, started as the official code starts them
+        found[f"{PREFIX}16x16-s10-{OFFICIAL_INIT.replace('_', '-')}"] = {
+            **found[f"{PREFIX}16x16-s10"], f"{AST}.options.pos_embed_init": OFFICIAL_INIT}
     return found
 
 

@@ -8,8 +8,8 @@ Without ImageNet weights, the patch position embeddings can start as the officia
 random values (`trunc_normal`, std 0.02) or as a fixed 2-D sine-cosine code (`sincos`, as MAE and
 Audio-MAE do); both are trained. The random ones are about 12 times smaller than a patch's
 embedding (standard deviations on the demo's features), so a patch's frequency, which is what tells
-many bird species apart, is all but invisible at the start; from random weights on the demo, 16x16 patches learn with `sincos` and stay at chance with
-`trunc_normal` (reports/ablations.md).
+many bird species apart, is all but invisible at the start; from random weights on the demo, 16x16
+patches learn with `sincos` and stay at chance with `trunc_normal` (reports/ablations.md).
 """
 
 from __future__ import annotations
