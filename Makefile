@@ -29,10 +29,15 @@ $(DEV_STAMP): requirements-dev.txt $(STAMP)
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
+# One pytest worker per core (at most 4: each holds its own torch) with one torch thread each; a test
+# module stays on one worker, so its module-scoped fixtures (a trained model, a DVC repository) are
+# built once.
+TEST_WORKERS ?= auto
 test: $(DEV_STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m "not slow" tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" \
+		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope tests
 
-# The guarantees that take minutes to prove: kills mid-stage, `dvc queue start -j 2`, 16x data.
+# The guarantees that take minutes to prove: kills mid-stage, `dvc queue start -j 2`, AST learning the demo.
 test-slow: $(DEV_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 

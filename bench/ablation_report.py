@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.atomic import write_text
-from stages.figures import plt, save_png
+from stages.core.atomic import write_text
+from stages.reporting.figures import plt, save_png
 
 METRICS = [("valid_mAP", "valid mAP"), ("soundscape_F1", "soundscape row-wise F1"),
            ("min_valid_loss", "min valid loss"), ("s_per_epoch", "seconds per epoch")]

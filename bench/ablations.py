@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.ablation_report import write_report
-from stages.params import load_params
+from stages.core.params import load_params
 
 AST = "models.ast_tiny"
 PATCH_SHAPES = {  # name -> options overrides
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--weights", help="a DeiT-tiny checkpoint: also run the position-embedding variants")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the queue")
     args = parser.parse_args()
-    params = load_params(args.params)
+    params = load_params(args.params, timm_archs=True)
     experiments = variants(params.features.n_mels, args.weights)
     started = time.monotonic()
     queue_and_run(experiments, args.jobs, args.timeout)

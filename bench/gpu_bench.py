@@ -16,12 +16,13 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.training_bench import N_CLASSES, N_FRAMES, N_MELS, STATS, loop_rate, synthetic_features
-from stages.batches import BatchReader
-from stages.models import MODEL_BUILDERS, create_model
-from stages.params import Params
-from stages.recipe import Recipe, step_context
-from stages.report import recipe_text
-from stages.train import build_trainer
+from stages.core.params import Params
+from stages.models.factory import create_model
+from stages.models.registry import family_of
+from stages.reporting.tables import recipe_text
+from stages.training.batches import BatchReader
+from stages.training.recipe import Recipe, step_context
+from stages.training.trainer import build_trainer
 
 BIRDCLEF_2021_RECORDINGS = 62_874  # one 5 s chunk per training recording per epoch
 REFERENCE_HOURS = {"efficientnet_b0": 6.0, "ast_tiny": 9.0}  # 50 epochs on an RTX 2080 Ti
@@ -71,8 +72,7 @@ def recipe_figures(params: Params, name: str, recipe: Recipe, steps: int, gflop:
     device = torch.device("cuda")
     train_params = replace(params.train, precision=recipe.precision, channels_last=recipe.channels_last,
                            compile=recipe.compile, batch_size=recipe.batch_size)
-    trainer = build_trainer(replace(params, train=train_params), name, N_CLASSES, N_MELS, N_FRAMES, STATS, device,
-                            steps)
+    trainer = build_trainer(replace(params, train=train_params), name, N_CLASSES, STATS, device, steps)
     x = torch.randn(recipe.batch_size, N_MELS, N_FRAMES, device=device)
     y = torch.rand(recipe.batch_size, N_CLASSES, device=device)
 
@@ -104,7 +104,7 @@ def gpu_figures(params: Params, workdir: Path, batch_sizes: list[int], steps: in
         rows = []
         for batch in batch_sizes:
             for label, precision, channels_last, compiled in RECIPES:
-                if channels_last and mp.arch in MODEL_BUILDERS:
+                if channels_last and family_of(mp.arch) == "transformer":
                     continue  # a memory format for convolutions: nothing to a transformer
                 recipe = Recipe(precision, channels_last, compiled, batch)
                 row = recipe_figures(params, name, recipe, steps, gflop, peak)
@@ -125,7 +125,7 @@ def default_loop(params: Params, name: str, features: Path, split, batch_size: i
     device = torch.device("cuda")
     params = replace(params, train=replace(params.train, batch_size=batch_size))
     reader = BatchReader(features, split, batch_size, device)
-    trainer = build_trainer(params, name, N_CLASSES, N_MELS, N_FRAMES, STATS, device, len(reader))
+    trainer = build_trainer(params, name, N_CLASSES, STATS, device, len(reader))
     rate = loop_rate(trainer, reader)
     hours = 50 * BIRDCLEF_2021_RECORDINGS / rate / 3600
     return {"default_recipe": trainer.recipe.as_dict(), "loop_samples_per_second": rate,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from stages.atomic import write_json, write_text
-from stages.report import recipe_text
+from stages.core.atomic import write_json, write_text
+from stages.reporting.tables import recipe_text
 
 # Targets of the GPU-speed issue, printed beside the figures they judge.
 TARGETS = {

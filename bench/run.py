@@ -23,8 +23,8 @@ from bench.featurize_bench import featurize_figures
 from bench.gpu_bench import gpu_figures
 from bench.report import write_reports
 from bench.training_bench import training_figures
-from stages.devices import resolve_device
-from stages.params import load_params
+from stages.core.devices import resolve_device
+from stages.core.params import load_params
 
 
 @dataclass(frozen=True)

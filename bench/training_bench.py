@@ -14,15 +14,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stages.augment import Normalise
-from stages.batches import BatchReader
-from stages.datasets import SplitData
-from stages.evaluate import predict
-from stages.params import Params
-from stages.train import Trainer, build_trainer
+from stages.audio.store import FeatureStats
+from stages.birdclef.prepared import SplitData
+from stages.core.params import Params
+from stages.evaluation.predict import predict
+from stages.training.augment import Normalise
+from stages.training.batches import BatchReader
+from stages.training.trainer import Trainer, build_trainer
 
 N_MELS, N_FRAMES, N_CLASSES = 128, 501, 397
-STATS = {"mean": -6.0, "std": 4.0}
+# The distribution the synthetic rows are drawn from, as stats.json would describe it.
+STATS = FeatureStats(mean=-6.0, std=4.0, n_values=0, shape=(0, N_MELS, N_FRAMES))
 
 
 def synthetic_features(path: Path, n_chunks: int, seed: int = 0) -> SplitData:
@@ -31,7 +33,7 @@ def synthetic_features(path: Path, n_chunks: int, seed: int = 0) -> SplitData:
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n_chunks, N_MELS, N_FRAMES))
     for begin in range(0, n_chunks, 256):
         block = array[begin:begin + 256]
-        block[:] = rng.normal(STATS["mean"], STATS["std"], block.shape).astype(np.float16)
+        block[:] = rng.normal(STATS.mean, STATS.std, block.shape).astype(np.float16)
     array.flush()
     del array
     targets = np.zeros((n_chunks, N_CLASSES), dtype=np.float32)
@@ -86,7 +88,7 @@ def loop_rate(trainer: Trainer, reader: BatchReader) -> float:
 def model_figures(params: Params, model: str, features: Path, split: SplitData, device: torch.device,
                   steps: int) -> dict:
     """One model: bare step vs the real loop, inference, with the recipe train@<model> resolves."""
-    trainer = build_trainer(params, model, N_CLASSES, N_MELS, N_FRAMES, STATS, device, steps)
+    trainer = build_trainer(params, model, N_CLASSES, STATS, device, steps)
     batch = trainer.recipe.batch_size
     loop_split = replace(split, feature_rows=split.feature_rows[:batch * steps],
                          targets=split.targets[:batch * steps])
@@ -110,7 +112,7 @@ def training_figures(params: Params, workdir: Path, n_chunks: int, steps: int, l
     figures = {"device": str(device), "chunks": n_chunks, "batch_size": batch,
                "loader_samples_per_second": loader_rate(reader, loader_passes),
                "loader_normalised_samples_per_second": loader_rate(
-                   reader, loader_passes, Normalise(STATS["mean"], STATS["std"])),
+                   reader, loader_passes, Normalise(STATS.mean, STATS.std)),
                "models": {}}
     for model in params.models:
         print(f"training loop: {model}", flush=True)

@@ -1,8 +1,7 @@
 """Stage spectrograms: one example log-mel chunk per species, as the models see them.
 
-For each class (in classes.txt order, at most MAX_SPECIES) the first decodable training chunk whose
-primary label it is, drawn with librosa.display.specshow on the mel frequency axis, so a reader can
-check that species differ and that features look like bird calls rather than noise or silence.
+So a reader can check that species differ and that features look like bird calls rather than noise
+or silence (how: stages/reporting/examples.py).
 
     python -m stages.spectrograms --params params.yaml --prepared data/prepared --features data/features \
         --out reports/spectrograms.png
@@ -11,47 +10,10 @@ check that species differ and that features look like bird calls rather than noi
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-import librosa.display
-import numpy as np
-
-from stages.datasets import load_split, read_classes
-from stages.figures import plt, save_png
-from stages.params import load_params
-
-MAX_SPECIES = 12   # a 3 x 4 grid stays legible; BirdCLEF's 397 classes would not
-COLUMNS = 3
-
-
-def example_rows(prepared_dir: Path, features_dir: Path, classes: list[str]) -> dict[str, int]:
-    """Class -> feature row of its first training chunk (classes without one are left out)."""
-    train = load_split(prepared_dir, features_dir, "train")
-    examples = {}
-    for row, label in zip(train.feature_rows, train.labels["primary_label"]):
-        if label in classes[:MAX_SPECIES] and label not in examples:
-            examples[label] = int(row)
-    return {code: examples[code] for code in classes if code in examples}
-
-
-def plot_examples(features: np.ndarray, rows: dict[str, int], sample_rate: int, hop_length: int,
-                  fmin: float, fmax: float, path: Path) -> None:
-    n_rows = math.ceil(len(rows) / COLUMNS)
-    fig, axes = plt.subplots(n_rows, COLUMNS, figsize=(4.2 * COLUMNS, 2.8 * n_rows), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat[len(rows):]:
-        ax.set_axis_off()
-    mels = {code: np.asarray(features[row], dtype=np.float32) for code, row in rows.items()}
-    # One colour scale for every panel: the single colorbar must be true for all of them.
-    vmin, vmax = min(m.min() for m in mels.values()), max(m.max() for m in mels.values())
-    for ax, (code, mel) in zip(axes.flat, mels.items()):
-        image = librosa.display.specshow(mel, sr=sample_rate, hop_length=hop_length, x_axis="time", y_axis="mel",
-                                         fmin=fmin, fmax=fmax, ax=ax, cmap="magma", vmin=vmin, vmax=vmax)
-        ax.set_title(code)
-    fig.colorbar(image, ax=axes, label="log-mel (natural log of power)", shrink=0.6)
-    fig.suptitle("One training chunk per species (log-mel, as stored in data/features)")
-    save_png(fig, path)
+from stages.core.params import load_params
+from stages.reporting.examples import plot_species_examples
 
 
 def main() -> None:
@@ -62,11 +24,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     params = load_params(args.params)
-    fp, sample_rate = params.features, params.data.sample_rate
-    rows = example_rows(args.prepared, args.features, read_classes(args.prepared))
-    features = np.load(args.features / "features.npy", mmap_mode="r")
-    plot_examples(features, rows, sample_rate, fp.hop_length(sample_rate), fp.fmin, fp.fmax, args.out)
-    print(f"spectrograms: {len(rows)} species -> {args.out}")
+    n_species = plot_species_examples(args.prepared, args.features, params.data.sample_rate, params.features,
+                                      args.out)
+    print(f"spectrograms: {n_species} species -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,254 @@
+"""Audio decoding shared by featurize and the tests: `decode_chunks` (what featurize decodes: only the
+samples its chunks need), `decode_mono` (a whole file, the tests' reference), downmixing and cutting.
+The log-mel front ends are in stages/audio/logmel.py."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+# Source sample rates featurize accepts. Below 1 kHz nothing of a bird's song (about 1-10 kHz, and
+# features.fmin 50 Hz to fmax 14 kHz) survives, and no recorder writes such files: a WAV claiming
+# 1 Hz or 10 Hz is broken or crafted, and upsampling it to 32 kHz would multiply it 32000-fold.
+# 8 kHz telephone-grade audio is still taken. 384 kHz is the fastest common (ultrasonic) recorder.
+MIN_SOURCE_SAMPLE_RATE = 1_000
+MAX_SOURCE_SAMPLE_RATE = 384_000
+# torchaudio's resampler builds a filter of (new / g) x (2 * width + orig / g) float32 values, g the
+# rates' greatest common divisor: 146,880 for 44.1 -> 32 kHz, at most ~0.6 M for any common rate, but
+# 5.6 G (22 GiB) for a coprime rate such as 44101 Hz. Larger filters are refused.
+MAX_RESAMPLE_FILTER_VALUES = 4 * 2**20
+# Float audio is nominally within [-1, 1]; far beyond, |STFT|^2 overflows float32 (from ~1e15) and
+# the log-mels turn infinite. 1e6 leaves room for any clipping headroom a real file has.
+MAX_ABS_SAMPLE = 1e6
+# Samples (frames x channels) read per call: 4 MiB of float32 however many channels the file has.
+READ_BLOCK_SAMPLES = 2**20
+
+
+class AudioError(ValueError):
+    """A recording featurize cannot use; the message says why (featurize skips the file with it)."""
+
+
+def decode_mono(path: Path, sample_rate: int) -> torch.Tensor:
+    """Whole file as a mono float32 tensor at `sample_rate` (channels averaged, then resampled).
+
+    Memory follows the file's length (and what its header claims): for tests and trusted files.
+    featurize uses `decode_chunks`, which gives the same samples for its chunks in bounded memory.
+    """
+    audio, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    wave = torch.from_numpy(np.ascontiguousarray(downmix(audio)))
+    if source_rate != sample_rate:
+        wave = torchaudio.functional.resample(wave, source_rate, sample_rate)
+    return wave
+
+
+@dataclass
+class DecodedChunks:
+    waves: torch.Tensor  # [chunks, chunk_samples] float32, as cut_chunk(decode_mono(...)) would give
+    seconds_read: float  # audio decoded, from the file's start to the last sample a chunk needs
+    most_frames_held: int  # largest number of source-rate samples buffered at once (mono)
+
+
+def decode_chunks(path: Path, starts_s, audio_s, sample_rate: int, chunk_samples: int,
+                  min_audio_s: float) -> DecodedChunks:
+    """The chunks (`starts_s`, `audio_s` seconds of real audio each) of one recording, identical to
+    `cut_chunk(decode_mono(path, sample_rate), ...)`, in memory bounded by the chunks, not the file.
+
+    The file is read from its start in blocks of READ_BLOCK_SAMPLES, up to the last sample the chunks
+    need (plus the resampler's reach) or to where its audio really ends, whatever its header claims.
+    Every chunk keeps only its own span at the source rate, `margin` samples wider on each side so
+    that resampling the span alone gives bit-identical values; the span is resampled and cut as soon
+    as it is complete. (Ogg Vorbis cannot seek sample-exactly, hence the reading from the start:
+    time follows the audio up to the last chunk, memory only the chunks.) Memory bound, in bytes:
+
+        4 * (READ_BLOCK_SAMPLES * (1 + 1 / channels)                          read block, its downmix
+             + n_chunks * (chunk_seconds * source_rate + 2 * margin + period)  the chunks' source spans
+             + (n_chunks + 3) * chunk_seconds * sample_rate)                   waves, resampling temporaries
+
+    with n_chunks <= data.max_chunks_per_recording for a train recording (a soundscape: its labelled
+    windows), source_rate <= MAX_SOURCE_SAMPLE_RATE, and margin + period a few hundredths of a second
+    (period = source_rate / gcd(source_rate, sample_rate) samples, 441 for 44.1 kHz): for 3 chunks of
+    5 s at 32 kHz, 14 MB from a mono 32 kHz file and 13 MB from a stereo 44.1 kHz one, however long
+    (measured on a 10-minute stereo 44.1 kHz WAV: +16 MiB peak RSS, against +556 MiB decoding it whole).
+
+    Raises AudioError when the file is unusable: a source rate outside [MIN_SOURCE_SAMPLE_RATE,
+    MAX_SOURCE_SAMPLE_RATE] or needing too large a resampling filter, no samples, a NaN, Inf or
+    absurdly large sample, or audio that ends before a chunk holds min(its audio_s, `min_audio_s`)
+    seconds (its header promised more than the file holds).
+    """
+    with sf.SoundFile(str(path)) as file:
+        source_rate, channels = file.samplerate, file.channels
+        claimed_s = file.frames / source_rate if source_rate > 0 else 0.0
+        resampler = _Resampler(source_rate, sample_rate)
+        plans = sorted((_ChunkPlan(k, start, seconds, sample_rate, chunk_samples, resampler)
+                        for k, (start, seconds) in enumerate(zip(starts_s, audio_s))), key=lambda c: c.begin)
+        waves = torch.zeros(len(plans), chunk_samples, dtype=torch.float32)
+        block = np.empty((max(1, READ_BLOCK_SAMPLES // channels), channels), dtype=np.float32)
+        end = max((plan.end for plan in plans), default=0)
+        position, ended, pending, next_plan, most_held = 0, False, [], 0, 0
+        while position < end and not ended:
+            audio = file.read(out=block[:min(len(block), end - position)])
+            ended = len(audio) < min(len(block), end - position)
+            mono = downmix(audio)
+            _check_samples(mono, position, source_rate)
+            while next_plan < len(plans) and plans[next_plan].begin < position + len(mono):
+                pending.append(plans[next_plan])
+                next_plan += 1
+            for plan in pending:
+                plan.take(mono, position)
+            position += len(mono)
+            most_held = max(most_held, sum(plan.held for plan in pending))
+            for plan in [plan for plan in pending if plan.end <= position]:
+                plan.finish(waves, resampler, None, min_audio_s)
+                pending.remove(plan)
+    if position == 0:
+        raise AudioError("decoded audio has no samples")
+    for plan in pending + plans[next_plan:]:  # the audio ended before these chunks were complete
+        plan.finish(waves, resampler, position, min_audio_s, claimed_s)
+    return DecodedChunks(waves, position / source_rate, most_held)
+
+
+def _check_samples(mono: np.ndarray, position: int, source_rate: int) -> None:
+    if len(mono) == 0:
+        return
+    low, high = float(mono.min()), float(mono.max())  # NaN propagates through both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = position + int(np.argmin(np.isfinite(mono)))
+        raise AudioError(f"decoded audio is not finite: sample {bad} ({bad / source_rate:.3f} s) is "
+                         f"{mono[bad - position]}")
+    if max(-low, high) > MAX_ABS_SAMPLE:
+        raise AudioError(f"a sample reaches {max(-low, high):.3g}, beyond {MAX_ABS_SAMPLE:g} (audio "
+                         "is expected within [-1, 1]; such values overflow the log-mel power)")
+
+
+class _Resampler:
+    """torchaudio's resampler from `source_rate` to `sample_rate`, the filter built once per file.
+
+    Output sample j depends on source samples of the block p = j // new only, p * orig - width to
+    (p + 1) * orig + width (orig, new: the rates over their gcd): a span starting at a multiple of
+    orig and reaching `margin` samples past what a chunk needs resamples to exactly the values the
+    whole file does.
+    """
+
+    def __init__(self, source_rate: int, sample_rate: int):
+        if not MIN_SOURCE_SAMPLE_RATE <= source_rate <= MAX_SOURCE_SAMPLE_RATE:
+            raise AudioError(f"sample rate {source_rate} Hz is outside the {MIN_SOURCE_SAMPLE_RATE}-"
+                             f"{MAX_SOURCE_SAMPLE_RATE} Hz this pipeline accepts")
+        self.source_rate = source_rate
+        gcd = math.gcd(source_rate, sample_rate)
+        self.orig, self.new = source_rate // gcd, sample_rate // gcd
+        self.transform = None
+        self.width = 0
+        if source_rate != sample_rate:
+            # Checked before torchaudio builds it: its width is lowpass_filter_width (6) zero
+            # crossings at 0.99 x the lower rate, in source samples.
+            width = math.ceil(6 * self.orig / (0.99 * min(self.orig, self.new)))
+            values = self.new * (2 * width + self.orig)
+            if values > MAX_RESAMPLE_FILTER_VALUES:
+                raise AudioError(
+                    f"resampling {source_rate} Hz to {sample_rate} Hz needs a filter of {values:,} values "
+                    f"({4 * values / 2**20:,.0f} MiB; the rates share only a factor of {gcd}); convert "
+                    "the file to a common rate such as 32000, 44100 or 48000 Hz")
+            # dtype float32: the filter functional.resample builds for float32 audio, value for value.
+            self.transform = torchaudio.transforms.Resample(source_rate, sample_rate, dtype=torch.float32)
+            self.width = self.transform.width
+        # Source blocks of `orig` samples kept beyond a chunk's own on each side.
+        self.margin_blocks = 0 if self.transform is None else 1 + math.ceil(self.width / self.orig)
+
+    def __call__(self, span: np.ndarray, at_end: bool) -> torch.Tensor:
+        wave = torch.from_numpy(span)
+        if self.transform is None:
+            return wave
+        if at_end:  # the file's zero padding past its end, as far as the whole-file resampling uses it
+            wave = torch.cat([wave, torch.zeros(self.width + 2 * self.orig)])
+        return self.transform(wave)
+
+    def length(self, source_frames: int) -> int:
+        """Samples `functional.resample` gives for a whole file of `source_frames` samples."""
+        if self.transform is None:
+            return source_frames
+        # torchaudio's own expression (a float32 ceil), so that the last sample matches too.
+        return int(torch.ceil(torch.as_tensor(self.new * source_frames / self.orig)))
+
+
+class _ChunkPlan:
+    """One chunk: its samples at `sample_rate` and the span of source samples they need."""
+
+    def __init__(self, index: int, start_s: float, audio_s: float, sample_rate: int, chunk_samples: int,
+                 resampler: _Resampler):
+        self.index, self.start_s, self.sample_rate = index, start_s, sample_rate
+        self.first = round(start_s * sample_rate)  # what cut_chunk takes
+        self.want = min(round(audio_s * sample_rate), chunk_samples)
+        self.want_s = audio_s
+        orig, new, margin = resampler.orig, resampler.new, resampler.margin_blocks
+        first_block = self.first // new - margin
+        last_block = -(-(self.first + self.want) // new) + margin
+        self.begin = max(0, first_block * orig)  # a multiple of orig: resampled blocks align
+        self.end = max(self.begin, last_block * orig)
+        self.offset = (self.begin // orig) * new  # output index of the span's first resampled sample
+        self.span: np.ndarray | None = None
+        self.filled = 0
+
+    @property
+    def held(self) -> int:
+        return 0 if self.span is None else len(self.span)
+
+    def take(self, mono: np.ndarray, position: int) -> None:
+        """Copy the part of a block (source samples from `position`) that falls in this span."""
+        if self.span is None:
+            self.span = np.empty(self.end - self.begin, dtype=np.float32)
+        low, high = max(self.begin, position), min(self.end, position + len(mono))
+        if low < high:
+            self.span[low - self.begin:high - self.begin] = mono[low - position:high - position]
+            self.filled = high - self.begin
+
+    def finish(self, waves: torch.Tensor, resampler: _Resampler, audio_end: int | None,
+               min_audio_s: float, claimed_s: float = 0.0) -> None:
+        """Resample the span and cut the chunk into waves[index]; `audio_end`: where the file's
+        audio ended (source samples), None when it reaches past this span."""
+        available = self.want
+        if audio_end is not None:
+            available = min(self.want, max(0, resampler.length(audio_end) - self.first))
+            needed = min(self.want, round(min(self.want_s, min_audio_s) * self.sample_rate))
+            if available < needed:
+                ends_s = audio_end / resampler.source_rate
+                # A header more than a second off is wrong; otherwise chunks.csv was cut for another file.
+                why = ("the file holds less than its header says (truncated, or the header is wrong)"
+                       if claimed_s > ends_s + 1.0 else
+                       "the chunk table does not fit this file (changed since stage prepare ran?)")
+                raise AudioError(f"the audio ends at {ends_s:.2f} s (its header claims {claimed_s:.2f} s), "
+                                 f"too soon for the chunk at {self.start_s:g} s, which needs "
+                                 f"{needed / self.sample_rate:g} s from there: {why}")
+        if available > 0:
+            resampled = resampler(self.span[:self.filled], at_end=audio_end is not None)
+            start = self.first - self.offset
+            waves[self.index, :available] = resampled[start:start + available]
+        self.span = None  # its memory goes back now
+
+
+def downmix(audio: np.ndarray) -> np.ndarray:
+    """Channel mean of [samples, channels], bit-identical to `audio.mean(axis=1)`.
+
+    numpy's mean over a short last axis is ~10x slower than these forms, which take a tenth of the
+    decode time off stereo files; they round the same way for one or two channels only.
+    """
+    if audio.shape[1] == 1:
+        return audio[:, 0]
+    if audio.shape[1] == 2:
+        return (audio[:, 0] + audio[:, 1]) / audio.dtype.type(2)
+    return audio.mean(axis=1)
+
+
+def cut_chunk(wave: torch.Tensor, start_s: float, audio_s: float, sample_rate: int,
+              chunk_samples: int) -> torch.Tensor:
+    """`chunk_samples` samples from `start_s`, real audio for `audio_s` seconds, zeros after."""
+    begin = round(start_s * sample_rate)
+    length = min(round(audio_s * sample_rate), chunk_samples, max(0, len(wave) - begin))
+    chunk = torch.zeros(chunk_samples, dtype=torch.float32)
+    chunk[:length] = wave[begin:begin + length]
+    return chunk

@@ -1,0 +1,284 @@
+"""params.yaml, validated once into typed, frozen objects.
+
+Every stage calls `load_params()` first; a mistake stops it before any work with one ParamsError naming
+the file and the full key path, e.g. `params.yaml: models.ast_tiny.lr_scale: must be > 0` or
+`params.yaml: evaluate.threshold_grid[2]: must be < 1`. The rules are declared with pydantic (types,
+`Field` bounds, `Literal` choices, a few cross-field checks) rather than hand-written; the sections are
+pydantic dataclasses, not BaseModels, so `dataclasses.replace` (bench/) still works, and re-validates.
+Rules that span sections (the STFT window against the sample rate; a model's options against the
+spectrogram it will get) are checked right after, by `check_across_sections`, so that a bad AST
+option stops the first stage too, not the training stage after the data stages have run. Whether an
+arch that is not ours exists is timm's to say: the stages that build models ask it (`timm_archs`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Annotated, Any, Callable, Literal, get_args, get_type_hints
+
+import yaml
+from pydantic import (BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr,
+                      TypeAdapter, ValidationError, model_validator)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
+
+from stages.models.ast_options import OptionError
+from stages.models.registry import MODELS, UnknownArch, check_arch
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is missing, unknown or out of range."""
+
+
+def _number(value: Any) -> float:
+    # PyYAML reads `1e-4` (no decimal point) as a string; accept it as the number it means.
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if math.isfinite(number):
+        return number
+    raise ValueError(f"expected a number, got {value!r}")
+
+
+def _either(ok: Callable[[Any], bool], message: str) -> PlainValidator:
+    """One readable error for a union, where pydantic would report one error per member."""
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(f"{message}, got {value!r}")
+        return value
+    return PlainValidator(check)
+
+
+def _rule(field: str, message: str, ok: Callable[[Any], bool]) -> Any:
+    """A cross-field model_validator whose error names `field` inside the section."""
+    def check(section: Any) -> Any:
+        if not ok(section):
+            raise PydanticCustomError("params", message, {"field": field})
+        return section
+    return model_validator(mode="after")(check)
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+Fraction = Annotated[Number, Field(ge=0, le=1)]    # [0, 1]
+Open01 = Annotated[Number, Field(gt=0, lt=1)]      # (0, 1)
+Positive = Annotated[Number, Field(gt=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
+Count = Annotated[StrictInt, Field(ge=1)]
+SampleRate = Annotated[StrictInt, Field(ge=8000)]
+Device = Literal["auto", "cpu", "cuda"]
+_section = dataclass(config=ConfigDict(extra="forbid", frozen=True))
+
+
+@_section
+class DemoParams:
+    n_species: Annotated[StrictInt, Field(ge=2)]
+    recordings_per_species: Annotated[StrictInt, Field(ge=2)]
+    min_recording_seconds: Positive
+    max_recording_seconds: Number
+    short_recording_fraction: Fraction
+    calls_per_10_seconds: Positive
+    secondary_label_fraction: Fraction
+    odd_format_fraction: Fraction
+    n_soundscapes: Count
+    soundscape_seconds: Annotated[StrictInt, Field(ge=10, multiple_of=5)]
+    soundscape_nocall_fraction: Fraction
+    noise_level: NonNegative
+    sample_rate: SampleRate
+
+    _cross = _rule("min_recording_seconds", "must be <= max_recording_seconds",
+                   lambda s: s.min_recording_seconds <= s.max_recording_seconds)
+
+
+@_section
+class DataParams:
+    root: StrictStr
+    sample_rate: SampleRate
+    chunk_seconds: Positive
+    hop_seconds: Positive
+    max_chunks_per_recording: Count
+    min_remainder_seconds: Positive
+    secondary_label_weight: Fraction
+    min_rating: Number
+    valid_fraction: Open01
+    strict: StrictBool
+
+    _cross = _rule("min_remainder_seconds", "must be <= chunk_seconds",
+                   lambda s: s.min_remainder_seconds <= s.chunk_seconds)
+
+    @property
+    def chunk_samples(self) -> int:
+        return round(self.chunk_seconds * self.sample_rate)
+
+
+@_section
+class FeatureParams:
+    n_mels: Annotated[StrictInt, Field(ge=8)]
+    n_fft: StrictInt
+    win_ms: Positive
+    hop_ms: Positive
+    fmin: NonNegative
+    fmax: Number
+    batch_size: Count
+    workers: Annotated[StrictInt, Field(ge=0)]
+    device: Device
+
+    _cross = _rule("fmin", "must be < fmax", lambda s: s.fmin < s.fmax)
+
+    def hop_length(self, sample_rate: int) -> int:
+        return round(sample_rate * self.hop_ms / 1000)
+
+    def win_length(self, sample_rate: int) -> int:
+        return round(sample_rate * self.win_ms / 1000)
+
+    def frames_per_chunk(self, chunk_samples: int, sample_rate: int) -> int:
+        return n_frames(chunk_samples, self.hop_length(sample_rate))
+
+
+def n_frames(n_samples: int, hop_length: int) -> int:
+    # MelSpectrogram pads by n_fft // 2 on both sides (center=True): one frame per hop, plus one.
+    return n_samples // hop_length + 1
+
+
+@_section
+class TrainParams:
+    epochs: Count
+    batch_size: Count
+    warmup_epochs: NonNegative                       # linear lr warm-up, then cosine decay per step
+    optimizer: Literal["adam", "adamw"]
+    weight_decay: NonNegative
+    mixup_alpha: NonNegative                         # 0 disables mixup
+    freq_mask: Annotated[StrictInt, Field(ge=0)]
+    time_mask: Annotated[StrictInt, Field(ge=0)]
+    device: Device
+    precision: Literal["auto", "fp32", "bf16", "fp16"]
+    channels_last: Annotated[bool | str, _either(lambda v: v == "auto" or type(v) is bool,
+                                                 "must be auto, true or false")]
+    compile: StrictBool
+    threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
+                                          "must be auto or an integer >= 1")]
+
+    # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
+    _cross = _rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)
+
+
+@_section
+class ModelParams:
+    arch: StrictStr
+    lr_scale: Positive
+    pretrained: Annotated[bool | str, _either(lambda v: type(v) is bool or (type(v) is str and v != ""),
+                                              "expected true, false or a file path")]
+    options: Annotated[dict, BeforeValidator(lambda v: {} if v is None else v)]  # the model's business
+
+
+@_section
+class EvaluateParams:
+    batch_size: Count
+    tune_fraction: Open01
+    bootstrap_samples: Annotated[StrictInt, Field(ge=10)]
+    confidence_level: Open01
+    threshold_grid: Annotated[list[Open01], Field(min_length=1)]
+
+
+@_section
+class Params:
+    seed: StrictInt
+    lr: Positive
+    demo: DemoParams
+    data: DataParams
+    features: FeatureParams
+    train: TrainParams
+    models: Annotated[dict[str, ModelParams], Field(min_length=1)]
+    evaluate: EvaluateParams
+
+    def effective_lr(self, model_name: str) -> float:
+        return self.lr * self.models[model_name].lr_scale
+
+
+def load_params(path: str | Path = "params.yaml", timm_archs: bool = False) -> Params:
+    """params.yaml validated; `timm_archs`: also ask timm whether every arch that is not one of our
+    own models exists. Only the stages that build models ask: importing timm (and torch) takes about
+    3 s, which every data stage would otherwise pay for a setting it never reads."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; run from the project root or pass --params") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return parse_params(raw, timm_archs)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+
+
+def parse_params(raw: Any, timm_archs: bool = False) -> Params:
+    try:
+        params = _ADAPTER.validate_python(raw)
+    except ValidationError as err:
+        # An unknown key first (it often explains a `missing` one), then a missing key, then the rest.
+        rank = {"unexpected_keyword_argument": 0, "missing": 1}
+        first = min(err.errors(), key=lambda error: rank.get(error["type"], 2))
+        raise ParamsError(_describe(first)) from None
+    check_across_sections(params)
+    if timm_archs:
+        check_timm_archs(params)
+    return params
+
+
+def check_timm_archs(params: Params) -> None:
+    for name, model in params.models.items():
+        try:
+            check_arch(model.arch)
+        except UnknownArch as err:
+            raise ParamsError(f"models.{name}.arch: {err}") from None
+
+
+def check_across_sections(params: Params) -> None:
+    """The rules no single section can check; ParamsError naming the key at fault."""
+    fp, sample_rate = params.features, params.data.sample_rate
+    if fp.win_length(sample_rate) > fp.n_fft:
+        raise ParamsError(f"features.win_ms: a {fp.win_ms} ms window is {fp.win_length(sample_rate)} "
+                          f"samples, longer than features.n_fft ({fp.n_fft})")
+    if fp.fmax > sample_rate / 2:
+        raise ParamsError(f"features.fmax: {fp.fmax} Hz is above the Nyquist frequency "
+                          f"({sample_rate / 2} Hz) of data.sample_rate")
+    frames = fp.frames_per_chunk(params.data.chunk_samples, sample_rate)
+    for name, model in params.models.items():
+        spec = MODELS.get(model.arch)
+        if spec is None:
+            continue  # a timm CNN (see check_timm_archs): its options are timm keywords, checked when built
+        try:
+            spec.parse_options(model.options, fp.n_mels, frames)
+        except OptionError as err:
+            raise ParamsError(f"models.{name}.options.{err.key}: {err.message}") from None
+
+
+_ADAPTER = TypeAdapter(Params)
+_MESSAGES = {  # pydantic's error types in this project's words; others keep pydantic's message
+    "missing": "missing", "value_error": "{error}", "literal_error": "must be one of {expected}",
+    "greater_than": "must be > {gt}", "greater_than_equal": "must be >= {ge}",
+    "less_than": "must be < {lt}", "less_than_equal": "must be <= {le}",
+    "int_type": "expected an integer, got {input!r}", "bool_type": "expected true or false, got {input!r}",
+    "dict_type": "expected a mapping, got {input!r}", "dataclass_type": "expected a mapping, got {input!r}",
+}
+
+
+def _describe(error: dict) -> str:
+    loc = (*error["loc"], *([error["ctx"]["field"]] if error["type"] == "params" else []))
+    key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    if error["type"] == "unexpected_keyword_argument":
+        return f"{key}: unknown key (allowed: {', '.join(_fields_at(loc[:-1]))})"
+    template = _MESSAGES.get(error["type"])
+    message = template.format(input=error["input"], **error.get("ctx", {})) if template else error["msg"]
+    return f"{key or 'top level'}: {message}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed in the section at `loc`, e.g. ("models", "ast_tiny") -> ModelParams's fields."""
+    node: Any = Params
+    for part in loc:
+        node = get_type_hints(node)[part] if dataclasses.is_dataclass(node) else get_args(node)[1]  # dict[str, X]
+    return [field.name for field in dataclasses.fields(node)]

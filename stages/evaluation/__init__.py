@@ -1,0 +1,1 @@
+"""Evaluation of a trained model: its scores on a split, and the numbers stage evaluate writes."""

@@ -1,0 +1,1 @@
+"""Reports: the comparison table, headline metrics files and figures."""

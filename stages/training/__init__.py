@@ -1,0 +1,1 @@
+"""Training: the recipe, batches read from the memmap, augmentation, the loop, checkpoints, convergence."""

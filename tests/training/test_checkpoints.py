@@ -1,0 +1,311 @@
+"""stages/training/checkpoints.py: checkpoints are read without running code, and a damaged or foreign file gives
+one CheckpointError that names the file and the remedy, never the unsafe `weights_only=False`."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stages.training.checkpoints import (
+    CheckpointError,
+    load_best_weights,
+    load_resumable,
+    read,
+    resume_path,
+    save,
+)
+
+ARCH = "efficientnet_b0"
+CLASSES = ["amerob", "norcar", "rewbla"]
+UNSAFE = "weights_only=False"
+
+
+def small_model(n_classes: int = len(CLASSES)) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, n_classes))
+
+
+def best_checkpoint(path: Path, **changes) -> Path:
+    """A best.pt as stage train writes it, with `changes` applied."""
+    state = {"model": small_model().state_dict(), "epoch": 3, "valid_loss": 0.25, "arch": ARCH,
+             "classes": list(CLASSES), **changes}
+    save(state, path)
+    return path
+
+
+def shown(err: BaseException) -> str:
+    """What a user sees: the message and the whole printed traceback, chained exceptions included."""
+    return str(err) + "".join(traceback.format_exception(err))
+
+
+class RunsACommand:
+    """A pickle that runs a shell command when it is unpickled without weights_only."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+# ------------------------------------------------------------------------------------- damaged files
+
+def truncated(path: Path) -> None:
+    best_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def random_bytes(path: Path, seed: int = 0) -> None:
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def not_a_dict(path: Path) -> None:
+    torch.save([torch.zeros(3), torch.ones(2)], path)
+
+
+def text_file(path: Path) -> None:
+    path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")  # an LFS pointer
+
+
+DAMAGED = [truncated, random_bytes, empty, not_a_dict, text_file]
+
+
+@pytest.mark.parametrize("damage", DAMAGED, ids=lambda f: f.__name__)
+def test_damaged_best_checkpoint_names_the_file_and_the_remedy(tmp_path, damage):
+    path = tmp_path / "best.pt"
+    damage(path)
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "dvc repro train@" in message  # the remedy: write it again
+    assert UNSAFE not in shown(caught.value)
+
+
+@pytest.mark.parametrize("damage", DAMAGED, ids=lambda f: f.__name__)
+def test_read_refuses_damaged_files(tmp_path, damage):
+    path = tmp_path / "some.pt"
+    damage(path)
+    with pytest.raises(CheckpointError) as caught:
+        read(path, "Do something about it.")
+    assert str(path) in str(caught.value) and "Do something about it." in str(caught.value)
+    assert UNSAFE not in shown(caught.value)
+
+
+def test_missing_checkpoint(tmp_path):
+    path = tmp_path / "best.pt"
+    with pytest.raises(CheckpointError, match="not found") as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("wrap", [lambda payload: payload, lambda payload: {"model": {"weight": payload}}],
+                         ids=["bare", "inside_a_checkpoint"])
+def test_a_pickle_payload_is_refused_and_never_runs(tmp_path, wrap):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "best.pt"
+    torch.save(wrap(RunsACommand(marker)), path)
+    assert not marker.exists()
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert not marker.exists(), "loading the checkpoint ran the payload's command"
+    assert str(path) in str(caught.value)
+    assert UNSAFE not in shown(caught.value)
+    # The same for a resume state: refused (moved aside), not run.
+    state = tmp_path / "resume" / "last.pt"
+    state.parent.mkdir()
+    path.replace(state)
+    assert load_resumable(state, "fingerprint", 5) is None
+    assert not marker.exists()
+    # The payload is real: unpickled the unsafe way, it does run (the control for the assertions above).
+    torch.load(state.with_name("last.pt.damaged"), weights_only=False)
+    assert marker.exists()
+
+
+# ------------------------------------------------------------------------------------- foreign files
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = best_checkpoint(tmp_path / "best.pt", arch="ast_tiny")
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    message = str(caught.value)
+    assert str(path) in message and "'ast_tiny'" in message and f"'{ARCH}'" in message
+    assert UNSAFE not in shown(caught.value)
+
+
+def test_a_checkpoint_without_arch_or_classes_is_refused(tmp_path):
+    """A best.pt written before arch and classes were recorded cannot be checked: it is refused."""
+    path = tmp_path / "best.pt"
+    save({"model": small_model().state_dict(), "epoch": 1, "valid_loss": 0.5}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("classes", [["amerob", "norcar"], ["amerob", "rewbla", "norcar"],
+                                     ["amerob", "norcar", "rewbla", "sonspa"]],
+                         ids=["fewer", "reordered", "more"])
+def test_a_checkpoint_of_another_class_list_is_refused(tmp_path, classes):
+    path = best_checkpoint(tmp_path / "best.pt", classes=classes)
+    with pytest.raises(CheckpointError, match="another class list") as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value)
+    assert UNSAFE not in shown(caught.value)
+
+
+@pytest.mark.parametrize("weights", [
+    pytest.param(lambda: small_model(5).state_dict(), id="wrong_shape"),
+    pytest.param(lambda: {k: v for k, v in small_model().state_dict().items() if k != "2.bias"}, id="missing_key"),
+    pytest.param(lambda: {**small_model().state_dict(), "3.weight": torch.zeros(2)}, id="unexpected_key"),
+])
+def test_weights_that_do_not_fit_the_model_are_refused(tmp_path, weights):
+    path = best_checkpoint(tmp_path / "best.pt", model=weights())
+    with pytest.raises(CheckpointError, match="do not fit this model") as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value)
+    assert "\n" not in str(caught.value)  # torch's long listing is cut to its first line
+    assert UNSAFE not in shown(caught.value)
+
+
+def test_a_checkpoint_without_weights_is_refused(tmp_path):
+    path = tmp_path / "best.pt"
+    save({"epoch": 1, "valid_loss": 0.5, "arch": ARCH, "classes": CLASSES}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value)
+
+
+def test_a_good_checkpoint_loads_exactly(tmp_path):
+    trained = small_model()
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(1.0)
+    path = tmp_path / "best.pt"
+    save({"model": trained.state_dict(), "epoch": 2, "valid_loss": 0.5, "arch": ARCH, "classes": CLASSES}, path)
+    fresh = small_model()
+    state = load_best_weights(path, fresh, ARCH, CLASSES)
+    assert state["epoch"] == 2 and state["arch"] == ARCH and state["classes"] == CLASSES
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]  # written atomically: no temporary left
+
+
+# ----------------------------------------------------------------------------------- resume states
+
+def resume_state(epoch: int, fingerprint: str = "abc") -> dict:
+    """What train writes as last.pt: model, optimizer (Adam after a step), scheduler, scaler, history."""
+    model = small_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    model(torch.ones(2, 8)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    history = [{"epoch": e, "train_loss": 0.5, "valid_loss": 0.4, "valid_map": 0.3, "lr": 1e-3,
+                "epoch_seconds": 1.5, "train_samples_per_second": 10.0} for e in range(1, epoch + 1)]
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(), "epoch": epoch,
+            "history": history, "best": {"model": model.state_dict(), "epoch": 1, "valid_loss": 0.4,
+                                         "arch": ARCH, "classes": CLASSES},
+            "fingerprint": fingerprint}
+
+
+def test_a_resume_state_round_trips_through_the_safe_loader(tmp_path):
+    path = tmp_path / "last.pt"
+    state = resume_state(2)
+    save(state, path)
+    loaded = load_resumable(path, "abc", 4)
+    assert loaded is not None
+    assert loaded["epoch"] == 2 and loaded["history"] == state["history"] and loaded["fingerprint"] == "abc"
+    assert loaded["scheduler"] == state["scheduler"]
+    assert loaded["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    for index, moments in state["optimizer"]["state"].items():
+        for name, value in moments.items():
+            assert torch.equal(loaded["optimizer"]["state"][index][name], value)
+
+
+@pytest.mark.parametrize("damage", DAMAGED, ids=lambda f: f.__name__)
+def test_a_damaged_resume_state_is_moved_aside_and_training_starts_fresh(tmp_path, damage, capsys):
+    path = tmp_path / "efficientnet_b0-0123456789abcdef" / "last.pt"
+    path.parent.mkdir()
+    damage(path)
+    content = path.read_bytes()
+    assert load_resumable(path, "abc", 4) is None
+    assert not path.exists()
+    damaged = path.with_name("last.pt.damaged")
+    assert damaged.read_bytes() == content  # kept for inspection, unchanged
+    out = capsys.readouterr().out
+    assert "warning" in out and str(path) in out and str(damaged) in out and "from scratch" in out
+    assert UNSAFE not in out
+
+
+def test_an_earlier_damaged_state_is_replaced(tmp_path, capsys):
+    path = tmp_path / "last.pt"
+    truncated(path)
+    assert load_resumable(path, "abc", 4) is None
+    empty(path)
+    assert load_resumable(path, "abc", 4) is None
+    assert path.with_name("last.pt.damaged").read_bytes() == b""
+    assert not path.exists()
+
+
+# Short files that are neither a zip nor a pickle: torch's safe unpickler fails on them with
+# IndexError, KeyError or struct.error, not only the errors one would expect.
+SHORT_GARBAGE = [b"second", b"hello world", b"X"]
+
+
+@pytest.mark.parametrize("content", SHORT_GARBAGE)
+def test_short_garbage_is_a_checkpoint_error(tmp_path, content):
+    path = tmp_path / "best.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        load_best_weights(path, small_model(), ARCH, CLASSES)
+    assert str(path) in str(caught.value) and UNSAFE not in shown(caught.value)
+
+
+def test_any_random_bytes_are_a_checkpoint_error(tmp_path):
+    """200 seeded random files (about 1 in 20 escapes today, e.g. seeds giving IndexError or KeyError)."""
+    path = tmp_path / "best.pt"
+    escaped = {}
+    for seed in range(200):
+        random_bytes(path, seed)
+        try:
+            read(path, "")
+        except CheckpointError:
+            continue
+        except Exception as err:  # noqa: BLE001 - what escapes is the finding
+            escaped[seed] = type(err).__name__
+    assert not escaped, f"not a CheckpointError: {escaped}"
+
+
+@pytest.mark.parametrize("content", SHORT_GARBAGE)
+def test_short_garbage_resume_state_is_moved_aside(tmp_path, content):
+    path = tmp_path / "last.pt"
+    path.write_bytes(content)
+    assert load_resumable(path, "abc", 4) is None
+    assert path.with_name("last.pt.damaged").read_bytes() == content
+
+
+def test_what_is_not_resumed(tmp_path):
+    path = tmp_path / "last.pt"
+    assert load_resumable(path, "abc", 4) is None  # nothing there
+    save(resume_state(2, fingerprint="abc"), path)
+    assert load_resumable(path, "other", 4) is None  # another configuration
+    assert load_resumable(path, "abc", 2) is None    # finished: no epoch left
+    assert load_resumable(path, "abc", 1) is None
+    assert path.exists() and not path.with_name("last.pt.damaged").exists()  # left alone, not damaged
+    assert load_resumable(path, "abc", 3)["epoch"] == 2
+
+
+def test_resume_path_is_keyed_by_model_and_fingerprint(tmp_path):
+    fingerprint = "0123456789abcdef" * 4
+    assert resume_path(tmp_path, "ast_tiny", fingerprint) == tmp_path / "ast_tiny-0123456789abcdef" / "last.pt"
