@@ -19,7 +19,8 @@ CODE_RULE = "lowercase ASCII letters and digits, like 'amerob', and not 'nocall'
 
 
 class MalformedLabels(ValueError):
-    """A secondary_labels cell that is not a list of species codes."""
+    """A label cell (secondary_labels, a soundscape's birds) that is not species codes; the message
+    says why."""
 
 
 def parse_secondary_labels(text: object) -> list[str]:

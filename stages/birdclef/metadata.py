@@ -210,14 +210,14 @@ def soundscape_files(root: Path, problems: Problems) -> dict[tuple[str, str], Pa
     return files
 
 
-def parse_birds(cell: object) -> list[str] | str:
-    """The codes of a soundscape `birds` cell ([] for nocall), or the reason it is unusable."""
+def parse_birds(cell: object) -> list[str]:
+    """The codes of a soundscape `birds` cell ([] for nocall); MalformedLabels says why it is unusable."""
     if is_missing(cell):
-        return "empty birds (expected species codes or nocall)"
+        raise MalformedLabels("empty birds (expected species codes or nocall)")
     codes = [normalize_code(code) for code in str(cell).split() if code != NOCALL]
     bad = [code for code in codes if not is_code(code)]
     if bad:
-        return f"birds {shown(bad)} are not species codes ({CODE_RULE})"
+        raise MalformedLabels(f"birds {shown(bad)} are not species codes ({CODE_RULE})")
     return codes
 
 
@@ -231,9 +231,10 @@ def soundscape_window(row, line: int, files: dict, durations: dict, root: Path, 
     if seconds is None:
         problems.skip(labels_name, line, f"seconds {shown(row.seconds)} is not a number")
         return None
-    birds = parse_birds(row.birds)
-    if isinstance(birds, str):
-        problems.skip(labels_name, line, birds)
+    try:
+        birds = parse_birds(row.birds)
+    except MalformedLabels as err:
+        problems.skip(labels_name, line, str(err))
         return None
     path = files.get((str(row.audio_id), str(row.site)))
     if path is None:
