@@ -246,6 +246,26 @@ def prepare_and_featurize(root: Path, params: Params, out: Path) -> tuple[Path, 
     return prepared, features
 
 
+# ---------------------------------------------------------------------------- featurize inputs
+
+def run_featurize(chunks: pd.DataFrame, root: Path, out: Path, overrides: dict | None = None, strict: bool = True):
+    """featurize() in this process, without worker processes, into `out`: (report, params)."""
+    params = make_params({"data.root": str(root), "features.workers": 0, **(overrides or {})})
+    out.mkdir()
+    problems = Problems(strict=strict)
+    report = featurize(chunks, root, params.data, params.features, out, problems)
+    return report, params
+
+
+def chunk_table(rows: list[tuple]) -> pd.DataFrame:
+    """rows: (split, path, start_s, audio_s) -> a chunk table like prepare's."""
+    table = pd.DataFrame(rows, columns=["split", "path", "start_s", "audio_s"])
+    table.insert(0, "chunk_id", np.arange(len(table)))
+    table["target_row"] = np.arange(len(table))
+    table["item_id"] = table["path"]
+    return table
+
+
 # ------------------------------------------------------------------------------------ comparisons
 
 def without_timing(value):

@@ -6,14 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from stages.birdclef.labels import (
-    MalformedLabels,
-    is_code,
-    normalize_code,
-    parse_secondary_labels,
-    split_known,
-    weak_target,
-)
+from stages.birdclef.labels import (MalformedLabels, is_code, normalize_code, parse_secondary_labels,
+                                    split_known, weak_target)
 
 
 @pytest.mark.parametrize("cell, expected", [

@@ -5,24 +5,13 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import (
-    average_precision_score,
-    f1_score,
-    label_ranking_average_precision_score,
-    top_k_accuracy_score,
-)
+from sklearn.metrics import (average_precision_score, f1_score, label_ranking_average_precision_score,
+                             top_k_accuracy_score)
 
-from stages.scoring.metrics import (
-    birdclef_row_f1,
-    birds_strings_to_sets,
-    label_ranking_ap,
-    label_sets_to_birds_strings,
-    mean_average_precision,
-    per_class_average_precision,
-    predictions_to_label_sets,
-    row_f1_per_row,
-    top1_accuracy,
-)
+from stages.scoring.metrics import (birdclef_row_f1, birds_strings_to_sets, label_ranking_ap,
+                                    label_sets_to_birds_strings, mean_average_precision,
+                                    per_class_average_precision, predictions_to_label_sets, row_f1_per_row,
+                                    top1_accuracy)
 
 
 def soft_targets(rng: np.random.Generator, rows: int, classes: int) -> np.ndarray:
