@@ -31,11 +31,11 @@ repro: $(STAMP)
 
 # One pytest worker per core (at most 4: each holds its own torch) with one torch thread each; a test
 # module stays on one worker, so its module-scoped fixtures (a trained model, a DVC repository) are
-# built once.
+# built once. Modules go out in collection order, which tests/conftest.py sets: the longest first.
 TEST_WORKERS ?= auto
 test: $(DEV_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow" \
-		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope tests
+		-n $(TEST_WORKERS) --maxprocesses 4 --dist loadscope --no-loadscope-reorder tests
 
 # The guarantees that take minutes to prove: kills mid-stage, `dvc queue start -j 2`, AST learning the demo.
 test-slow: $(DEV_STAMP)

@@ -22,10 +22,12 @@ MARKERS = {
 }
 
 
-# The modules that take a minute or more, longest first. `make test` hands whole modules to its
-# workers in collection order; starting with the longest keeps the workers' loads even (run last,
-# the 2.5-minute learning module kept one worker busy long after the other had finished).
-LONGEST_FIRST = ("learning/test_learning.py", "pipeline/test_experiments.py", "benchmarks/test_bench.py")
+# The modules that take longest (120, 114, 45, 31, 15 and 13 s here), longest first. `make test`
+# hands whole modules to its workers in collection order (--no-loadscope-reorder: xdist would
+# otherwise send the modules with the most tests first); starting with the longest keeps the workers'
+# loads even (run late, the 2-minute learning module kept one worker busy after the other finished).
+LONGEST_FIRST = ("learning/test_learning.py", "pipeline/test_experiments.py", "training/test_resume.py",
+                 "benchmarks/test_bench.py", "training/test_loop.py", "pipeline/test_data_pipeline.py")
 TESTS = Path(__file__).parent
 
 
