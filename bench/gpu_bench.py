@@ -16,12 +16,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.training_bench import N_CLASSES, N_FRAMES, N_MELS, STATS, loop_rate, synthetic_features
-from stages.core.params import Params
-from stages.models.factory import create_model
+from stages.core.params import ModelParams, Params
 from stages.models.registry import family_of
 from stages.reporting.tables import recipe_text
 from stages.training.batches import BatchReader
-from stages.training.recipe import Recipe, step_context
+from stages.training.recipe import Recipe, model_for_recipe, step_context
 from stages.training.trainer import build_trainer
 
 BIRDCLEF_2021_RECORDINGS = 62_874  # one 5 s chunk per training recording per epoch
@@ -47,10 +46,11 @@ def matmul_peak_tflops(size: int = 8192, repeats: int = 20) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e12
 
 
-def forward_gflop_per_sample(arch: str) -> float:
-    model = create_model(arch, N_CLASSES, N_MELS, N_FRAMES).cuda()
+def forward_gflop_per_sample(mp: ModelParams, device: torch.device) -> float:
+    """Forward FLOPs of model `mp` as params.yaml configures it (its options set the patch grid)."""
+    model = model_for_recipe(mp, N_CLASSES, STATS, device, Recipe("fp32", False, False, 2)).model
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.randn(2, N_MELS, N_FRAMES, device="cuda"))
+        model(torch.randn(2, N_MELS, N_FRAMES, device=device))
     return counter.get_total_flops() / 2 / 1e9
 
 
@@ -100,7 +100,7 @@ def gpu_figures(params: Params, workdir: Path, batch_sizes: list[int], steps: in
     features = workdir / "gpu_features.npy"
     split = synthetic_features(features, loop_chunks)
     for name, mp in params.models.items():
-        gflop = forward_gflop_per_sample(mp.arch)
+        gflop = forward_gflop_per_sample(mp, torch.device("cuda"))
         rows = []
         for batch in batch_sizes:
             for label, precision, channels_last, compiled in RECIPES:

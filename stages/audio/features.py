@@ -26,8 +26,8 @@ from tqdm import tqdm
 from stages.audio.decode import AudioError, decode_chunks
 from stages.audio.logmel import CpuLogMel, LogMel
 from stages.audio.store import FeatureStats, FeatureWriter, TrainStats, check_free_space
-from stages.core.devices import resolve_device
 from stages.core.atomic import atomic_path, write_json
+from stages.core.devices import resolve_device
 from stages.core.params import DataParams, FeatureParams, Params
 from stages.core.problems import Problems
 

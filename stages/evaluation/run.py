@@ -42,7 +42,7 @@ def valid_metrics(split: SplitData, scores: np.ndarray, classes: list[str], ep: 
     primary = split.labels["primary_label"].map(class_index).to_numpy()
     recordings = split.labels["item_id"].to_numpy()
     low, high = bootstrap.map_interval(split.targets, scores, recordings, ep.bootstrap_samples,
-                                     ep.confidence_level, seed)
+                                       ep.confidence_level, seed)
     return {
         "chunks": len(scores),
         "recordings": len(set(recordings)),
@@ -67,8 +67,7 @@ def score_soundscapes(split: SplitData, scores: np.ndarray, classes: list[str], 
     """Tune the call threshold on some soundscape files, score the others (stages/scoring/threshold.py)."""
     truth = np.array(metrics.birds_strings_to_sets(split.labels["birds"]), dtype=object)
     held = split_soundscapes(list(split.labels["item_id"]), ep.tune_fraction)
-    threshold = choose_call_threshold(list(truth[held.tune]), scores[held.tune], classes,
-                                              ep.threshold_grid)
+    threshold = choose_call_threshold(list(truth[held.tune]), scores[held.tune], classes, ep.threshold_grid)
     predicted = metrics.predictions_to_label_sets(scores, classes, threshold)
     scored_truth = list(truth[held.score])
     scored = [p for p, keep in zip(predicted, held.score) if keep]
