@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import helpers
 from helpers import TINY_DEMO, make_params
 from stages.demo.dataset import generate
 
@@ -41,15 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.path.relative_to(TESTS).as_posix()
         return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # a stable sort: the order within each module stays
-
-
-@pytest.fixture(scope="session", autouse=True)
-def dataset_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The folder where helpers.make_dataset keeps the datasets it built this session, to copy them."""
-    folder = tmp_path_factory.mktemp("dataset_templates")
-    helpers.TEMPLATES["folder"] = folder
-    yield folder
-    helpers.TEMPLATES.clear()
 
 
 @pytest.fixture(scope="session")

@@ -1,19 +1,17 @@
 """What the tests build, in one place: params from the repo's params.yaml with keys overridden, real
 audio files and small datasets in the BirdCLEF 2021 layout, prepared and featurized data, throw-away
-DVC repositories, subprocess runners, and comparisons that ignore run-to-run timings.
-
-Fixtures (the session's template datasets, the tiny demo, one torch thread) are in conftest.py.
-"""
+DVC repositories, subprocess runners, and comparisons that ignore run-to-run timings. The fixtures
+(the tiny demo, one torch thread) are in conftest.py."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,7 +27,7 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m` still finds th
 from stages.audio.features import featurize  # noqa: E402
 from stages.audio.ogg import encode_ogg_vorbis, last_page, set_granule, write_ogg_vorbis  # noqa: E402
 from stages.birdclef.tables import build_tables  # noqa: E402
-from stages.core.params import Params, parse_params  # noqa: E402
+from stages.core.params import Params, ParamsError, parse_params  # noqa: E402
 from stages.core.problems import Problems  # noqa: E402
 
 # Small enough for a 2-core machine: 3 species x 3 recordings of at most 8 s, two 20 s soundscapes;
@@ -75,16 +73,35 @@ def raw_params(overrides: dict | None = None) -> dict:
     Every overridden key must already exist, so the tests follow the real file.
     """
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw = copy.deepcopy(raw)
     for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        node = raw
-        for name in parents:
-            node = node[name]
+        node, leaf = parent_and_leaf(raw, dotted)
         if leaf not in node:
             raise KeyError(f"params.yaml has no key {dotted!r}")
         node[leaf] = value
     return raw
+
+
+def parent_and_leaf(raw: dict, dotted: str) -> tuple[dict, str]:
+    """The mapping that holds a dotted key's last part: ("data.root") -> (raw["data"], "root")."""
+    *parents, leaf = dotted.split(".")
+    node = raw
+    for name in parents:
+        node = node[name]
+    return node, leaf
+
+
+def set_key(raw: dict, dotted: str, value) -> dict:
+    """`raw` with a dotted key set, whether params.yaml has it or not (tests of unknown keys)."""
+    node, leaf = parent_and_leaf(raw, dotted)
+    node[leaf] = value
+    return raw
+
+
+def error_for(raw: dict) -> str:
+    """The ParamsError message that parsing `raw` must raise."""
+    with pytest.raises(ParamsError) as caught:
+        parse_params(raw)
+    return str(caught.value)
 
 
 def make_params(overrides: dict | None = None) -> Params:
@@ -127,9 +144,9 @@ def metadata_row(primary: str, filename: str, secondary: str = "[]", rating: flo
             "url": "https://www.xeno-canto.org/0"}
 
 
-# Where make_dataset keeps one built copy of each dataset it was asked for (set per test session by
-# conftest.py): encoding the Ogg files takes about 1.3 s a dataset, copying them about 0.01 s.
-TEMPLATES: dict[str, Path] = {}
+# Where make_dataset keeps one built copy of each dataset it was asked for, for the life of the test
+# process: encoding the Ogg files takes about 1.3 s a dataset, copying them about 0.01 s.
+_TEMPLATES = tempfile.TemporaryDirectory(prefix="dataset-templates-")
 
 
 def make_dataset(root: Path, species: tuple[str, ...] = ("amerob", "norcar"), per_species: int = 3,
@@ -138,9 +155,7 @@ def make_dataset(root: Path, species: tuple[str, ...] = ("amerob", "norcar"), pe
     of their own frequency), one 10 s soundscape. Built once per session for each set of arguments,
     then copied, so tests may change their copy freely."""
     key = f"{'-'.join(species)}_{per_species}x{seconds}s{'_soundscape' if soundscape else ''}"
-    template = TEMPLATES["folder"] / key if "folder" in TEMPLATES else None
-    if template is None:
-        return _write_dataset(root, species, per_species, seconds, soundscape)
+    template = Path(_TEMPLATES.name) / key
     if not template.exists():
         building = template.with_name(template.name + ".building")
         shutil.rmtree(building, ignore_errors=True)

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from helpers import (METADATA_COLUMNS, make_dataset, make_params, metadata_row, ogg_claiming, run_stage,
-                      tone, write_metadata, write_ogg, write_params)
+                     tone, write_metadata, write_ogg, write_params)
 from stages.birdclef.prepared import read_classes
 from stages.birdclef.labels import MalformedLabels, is_code, parse_secondary_labels
 from stages.birdclef.metadata import read_metadata, read_table

@@ -10,8 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import (make_dataset, make_params, metadata_row, ogg_claiming, tone,
-                      write_ogg)
+from helpers import make_dataset, make_params, metadata_row, ogg_claiming, tone, write_ogg
 from stages.birdclef.metadata import MAX_SAMPLES_PER_BYTE, audio_duration
 from stages.birdclef.tables import build_tables
 from stages.core.problems import DatasetError, Problems

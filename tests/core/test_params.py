@@ -13,34 +13,16 @@ import re
 import pytest
 import yaml
 
-from helpers import ROOT, raw_params, run_stage, write_params
+from helpers import ROOT, error_for, parent_and_leaf, raw_params, run_stage, set_key, write_params
 from stages.core.params import ParamsError, load_params, parse_params
 
 MODELS = ("efficientnet_b0", "ast_tiny")
 
 
-def set_key(raw: dict, dotted: str, value) -> dict:
-    *parents, leaf = dotted.split(".")
-    node = raw
-    for name in parents:
-        node = node[name]
-    node[leaf] = value
-    return raw
-
-
 def delete_key(raw: dict, dotted: str) -> dict:
-    *parents, leaf = dotted.split(".")
-    node = raw
-    for name in parents:
-        node = node[name]
+    node, leaf = parent_and_leaf(raw, dotted)
     del node[leaf]
     return raw
-
-
-def error_for(raw: dict) -> str:
-    with pytest.raises(ParamsError) as caught:
-        parse_params(raw)
-    return str(caught.value)
 
 
 # --------------------------------------------------------------------------------- accepted

@@ -9,13 +9,12 @@ import re
 import pytest
 import yaml
 
-from helpers import make_params, raw_params, run_stage, write_params
+from helpers import error_for, make_params, raw_params, run_stage, set_key, write_params
 from stages.models.factory import create_model
 from stages.core.params import ParamsError, parse_params
 
 MODELS = ("efficientnet_b0", "ast_tiny")
 
-from test_params import error_for, set_key
 
 
 def test_unknown_arch_is_rejected_at_load_by_the_stages_that_build_models():

@@ -133,7 +133,7 @@ def test_copies_of_chunks_do_not_narrow_the_map_interval():
     targets, scores, recordings = recordings_case()
     single = bootstrap.map_interval(targets, scores, recordings, 100, 0.95, seed=0)
     copies = bootstrap.map_interval(np.repeat(targets, 10, axis=0), np.repeat(scores, 10, axis=0),
-                                  np.repeat(recordings, 10), 100, 0.95, seed=0)
+                                    np.repeat(recordings, 10), 100, 0.95, seed=0)
     assert copies == pytest.approx(single)
 
 

@@ -37,7 +37,7 @@ def test_short_training_lowers_the_loss_and_writes_complete_outputs(project, mod
                              "train.freq_mask": 0, "train.time_mask": 0})
     out, live = tmp_path / "model", tmp_path / "live"
     summary = stages.training.loop.train(params, model, project.prepared, project.features,
-                                 TrainPaths(out, live, tmp_path / "resume"))
+                                         TrainPaths(out, live, tmp_path / "resume"))
 
     # The loss goes down: DVCLive's curve has one row per epoch, steps 1..epochs (epochs, 1-based).
     train_tsv = read_tsv(live, "train_loss")

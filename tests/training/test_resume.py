@@ -154,7 +154,7 @@ def test_finished_run_is_trained_again_from_scratch(project, tmp_path, monkeypat
 
 
 def test_damaged_resume_state_is_set_aside_and_training_starts_fresh(project, unfinished_checkpoint, tmp_path,
-                                                                      monkeypatch, capsys):
+                                                                     monkeypatch, capsys):
     """The README's promise: a resume state that cannot be read (a full disk, a bad copy) does not block
     training; it is kept as last.pt.damaged and the run starts from scratch and completes."""
     shutil.copytree(unfinished_checkpoint, tmp_path, dirs_exist_ok=True)

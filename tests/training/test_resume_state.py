@@ -12,7 +12,7 @@ import torch
 from stages.training.checkpoints import (CheckpointError, load_best_weights, load_resumable, read,
                                          resume_path, save)
 
-from test_checkpoints import ARCH, CLASSES, DAMAGED, UNSAFE, empty, random_bytes, shown, small_model, truncated
+from checkpoint_files import ARCH, CLASSES, DAMAGED, UNSAFE, empty, random_bytes, shown, small_model, truncated
 
 
 def resume_state(epoch: int, fingerprint: str = "abc") -> dict:

@@ -115,7 +115,7 @@ class TrainRun:
         params = project.params(overrides)
         try:
             return stages.training.loop.train(params, model, prepared or project.prepared, project.features,
-                                      paths_beside(out, resume=out.parent / "resume"))
+                                              paths_beside(out, resume=out.parent / "resume"))
         except Interrupted:
             return None
 
