@@ -3,9 +3,12 @@
 Writes `<out>/best.pt` (lowest valid loss) and, once complete, `<out>/last.pt`; DVCLive curves and a
 summary to `<live>`. An interrupted run resumes after its last completed epoch with the same result
 as an uninterrupted one (the rule: stages/training/loop.py; the step: stages/training/trainer.py).
+With `train.processes` above 1 it starts that many data-parallel processes itself; under `torchrun`
+it is one of them (stages/training/distributed.py).
 
     python -m stages.train --params params.yaml --model ast_tiny --prepared data/prepared \
         --features data/features --out models/ast_tiny --live reports/train/ast_tiny --resume-dir .resume
+    torchrun --nnodes 2 --nproc-per-node 4 ... -m stages.train <the same arguments>
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.core.devices import resolve_device
 from stages.core.params import load_params
-from stages.training.loop import TrainPaths, train
+from stages.training.distributed import launch, resolve_processes, world_from_env
+from stages.training.loop import TrainPaths, train_rank
 
 
 def main() -> None:
@@ -33,9 +38,12 @@ def main() -> None:
         raise SystemExit(f"--model {args.model}: not a key of `models` in {args.params} "
                          f"(have: {', '.join(params.models)})")
     paths = TrainPaths(out=args.out, live=args.live, resume=args.resume_dir)
-    summary = train(params, args.model, args.prepared, args.features, paths)
-    print(f"train@{args.model}: min valid loss {summary['min_valid_loss']:.4g}, "
-          f"{summary['mean_epoch_seconds']:.1f} s/epoch, {summary['params_total']:,} parameters")
+    run = (args.params, args.model, args.prepared, args.features, paths)
+    processes = resolve_processes(params.train.processes, resolve_device(params.train.device))
+    if world_from_env() is None and processes > 1:
+        launch(processes, train_rank, *run)
+    else:
+        train_rank(*run)
 
 
 if __name__ == "__main__":

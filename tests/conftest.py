@@ -26,7 +26,8 @@ MARKERS = {
 # otherwise send the modules with the most tests first); starting with the longest keeps the workers'
 # loads even (run late, the 2-minute learning module kept one worker busy after the other finished).
 LONGEST_FIRST = ("learning/test_learning.py", "pipeline/test_experiments.py", "training/test_resume.py",
-                 "benchmarks/test_bench.py", "training/test_loop.py", "pipeline/test_data_pipeline.py")
+                 "benchmarks/test_bench.py", "training/test_data_parallel.py", "training/test_loop.py",
+                 "pipeline/test_data_pipeline.py")
 TESTS = Path(__file__).parent
 
 

@@ -34,10 +34,11 @@ def cpu_threads(setting: int | str) -> int:
     return len(os.sched_getaffinity(0))
 
 
-def pin_cpu_computation(setting: int | str, device: torch.device) -> int:
+def pin_cpu_computation(setting: int | str, device: torch.device, sharing: int = 1) -> int:
     """Fix what makes CPU results vary between runs on one machine: the intra-op thread count (it
-    decides how reductions are split) and non-deterministic kernels. Returns the thread count."""
-    threads = cpu_threads(setting)
+    decides how reductions are split) and non-deterministic kernels. `sharing` processes of one run
+    (data-parallel ranks on one node) divide the threads among them. Returns this process's count."""
+    threads = max(1, cpu_threads(setting) // sharing)
     torch.set_num_threads(threads)
     # On the CPU almost every kernel is deterministic already; this makes the rest raise (or use a
     # deterministic variant) instead of varying silently. On CUDA it would also need cuBLAS settings

@@ -159,6 +159,8 @@ class TrainParams:
     compile: StrictBool
     threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
                                           "must be auto or an integer >= 1")]
+    processes: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
+                                            "must be auto or an integer >= 1")]
 
     # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
     _cross = _rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)

@@ -97,7 +97,8 @@ def interval_text(value: float, low: float, high: float) -> str:
 
 
 def recipe_text(recipe: dict) -> str:
-    extras = [name for name in ("channels_last", "compile") if recipe[name]]
+    extras = [name for name in ("channels_last", "compile", "cudnn_benchmark", "fused_optimizer", "tf32")
+              if recipe.get(name)]
     return " + ".join([recipe["precision"], *extras]) + f", batch {recipe['batch_size']}"
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from stages.birdclef.prepared import SplitData
+from stages.training.distributed import SINGLE, World
 
 PINNED_BUFFERS = 2  # one being copied to the GPU while the next is filled
 
@@ -25,6 +26,15 @@ class Batch:
     x: torch.Tensor          # [b, n_mels, n_frames] float16 log-mels on the device, not normalised
     y: torch.Tensor          # [b, classes] float32 targets on the device
     positions: np.ndarray    # [b] positions of these chunks within the split
+    global_size: int         # chunks in the whole global batch, of which this rank holds `b`
+
+
+def trained_batches(n_chunks: int, batch_size: int, world: World) -> int:
+    """The global batches of `n_chunks`: all of them, less a last one too short to give every rank a
+    chunk (every rank drops it alike; otherwise DDP would wait forever for the missing rank)."""
+    batches = -(-n_chunks // batch_size)
+    last = n_chunks - (batches - 1) * batch_size
+    return batches - (1 if batches and last < world.size else 0)
 
 
 class BatchReader:
@@ -49,19 +59,29 @@ class BatchReader:
         """The number of batches in one pass."""
         return -(-len(self.split.feature_rows) // self.batch_size)
 
+    def steps(self, world: World = SINGLE) -> int:
+        """The optimizer steps of one training pass over the split (see `trained_batches`)."""
+        return trained_batches(self.n_chunks, self.batch_size, world)
+
     @property
     def n_chunks(self) -> int:
         return len(self.split.feature_rows)
 
-    def batches(self, order: np.ndarray | torch.Tensor | None = None) -> Iterator[Batch]:
-        """One pass over the split in `order` (default: split order); the last batch may be short."""
+    def batches(self, order: np.ndarray | torch.Tensor | None = None, world: World = SINGLE) -> Iterator[Batch]:
+        """One pass over the split in `order` (default: split order); the last batch may be short.
+
+        In a world of several ranks every rank walks the same `order` and gets its contiguous share
+        of each global batch (`steps` says which batches are trained).
+        """
         order = np.arange(self.n_chunks) if order is None else np.asarray(order)
-        for number, begin in enumerate(range(0, len(order), self.batch_size)):
-            positions = order[begin:begin + self.batch_size]
+        for number in range(trained_batches(len(order), self.batch_size, world)):
+            whole = order[number * self.batch_size:(number + 1) * self.batch_size]
+            begin, end = world.slice_bounds(len(whole))[world.rank]
+            positions = whole[begin:end]
             # Sorted rows make the read one forward sweep over the file; the batch is a set anyway.
             positions = positions[np.argsort(self.split.feature_rows[positions], kind="stable")]
             yield Batch(self._read(positions, number % PINNED_BUFFERS),
-                        self.targets[positions].to(self.device, non_blocking=True), positions)
+                        self.targets[positions].to(self.device, non_blocking=True), positions, len(whole))
 
     def _read(self, positions: np.ndarray, slot: int) -> torch.Tensor:
         rows = self.split.feature_rows[positions]

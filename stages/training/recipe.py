@@ -32,6 +32,10 @@ CPU_AUTO = {
     "transformer": ("fp32", False),
     "cnn": ("fp32", True),
 }
+# On CUDA, always (not yet measured in this pipeline's loop; `make bench` measures each against off):
+# cuDNN autotuning, which the CUDA_AUTO figures above were taken with; a fused optimizer (one kernel
+# for all parameters instead of a Python loop over them); TF32 tensor cores for fp32 matmuls.
+CUDA_ALWAYS = {"cudnn_benchmark": True, "fused_optimizer": True, "tf32": True}
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -41,6 +45,9 @@ class Recipe:
     channels_last: bool
     compile: bool
     batch_size: int
+    cudnn_benchmark: bool = False
+    fused_optimizer: bool = False
+    tf32: bool = False
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -58,7 +65,15 @@ def resolve_recipe(arch: str, device: torch.device, tp: TrainParams) -> Recipe:
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"train.precision: bf16 was asked for but {torch.cuda.get_device_name(device)} "
                          "does not support it; use fp16, fp32 or auto")
-    return Recipe(precision, channels_last, tp.compile, tp.batch_size)
+    cuda_flags = CUDA_ALWAYS if device.type == "cuda" else {}
+    return Recipe(precision, channels_last, tp.compile, tp.batch_size, **cuda_flags)
+
+
+def apply_backend_flags(recipe: Recipe) -> None:
+    """The recipe's process-wide CUDA switches (no effect on the CPU)."""
+    torch.backends.cudnn.benchmark = recipe.cudnn_benchmark
+    torch.backends.cuda.matmul.allow_tf32 = recipe.tf32
+    torch.backends.cudnn.allow_tf32 = recipe.tf32
 
 
 @dataclass(frozen=True)
@@ -68,17 +83,22 @@ class RecipeModel:
 
 
 def model_for_recipe(mp: ModelParams, n_classes: int, stats: FeatureStats, device: torch.device, recipe: Recipe,
-                     checkpoint: Path | None = None, classes: list[str] | None = None) -> RecipeModel:
+                     checkpoint: Path | None = None, classes: list[str] | None = None,
+                     sync_batchnorm: bool = False) -> RecipeModel:
     """Model `mp` for the features of `stats`, on `device` in the recipe's memory format.
 
     Without `checkpoint`: fresh weights (ImageNet ones if `mp.pretrained`), for training. With it:
     the trained weights of that best.pt, refused if written for another architecture or `classes`.
+    `sync_batchnorm` (data-parallel CUDA training) makes BatchNorm use the statistics of the whole
+    global batch; its state_dict keys are those of plain BatchNorm.
     """
     # A checkpoint already holds trained weights: don't ask for ImageNet weights again.
     pretrained = mp.pretrained if checkpoint is None else False
     model = create_model(mp.arch, n_classes, stats.n_mels, stats.n_frames, pretrained, mp.options)
     if checkpoint is not None:
         load_best_weights(checkpoint, model, mp.arch, classes)
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     return RecipeModel(model, prepare_model(model, recipe))
 
@@ -91,7 +111,9 @@ def prepare_model(model: torch.nn.Module, recipe: Recipe) -> torch.nn.Module:
     """
     if recipe.channels_last:
         model.to(memory_format=torch.channels_last)
-    return torch.compile(model) if recipe.compile else model
+    # Static shapes: the short last batch and validation's batch get a graph each, instead of
+    # everything switching to one slower dynamic-shape graph after the first new size.
+    return torch.compile(model, dynamic=False) if recipe.compile else model
 
 
 def step_context(device: torch.device, recipe: Recipe) -> torch.autocast:

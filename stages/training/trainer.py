@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -22,7 +23,8 @@ from stages.core.params import Params
 from stages.scoring import metrics
 from stages.training.augment import Normalise, SpecAugment, mixup
 from stages.training.batches import BatchReader
-from stages.training.recipe import Recipe, model_for_recipe, resolve_recipe, step_context
+from stages.training.distributed import SINGLE, World, average_buffers, gather_slices, sum_across, wrap
+from stages.training.recipe import Recipe, apply_backend_flags, model_for_recipe, resolve_recipe, step_context
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class Validation:
 class Trainer:
     """Everything one optimisation step needs, built once per run."""
     model: torch.nn.Module       # whose state_dict is saved
-    step_model: torch.nn.Module  # what a step calls: `model`, or `model` compiled
+    step_model: torch.nn.Module  # what a training step calls: `eval_model`, in DDP when several ranks train
+    eval_model: torch.nn.Module  # what validation calls: `model`, or `model` compiled
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -44,23 +47,35 @@ class Trainer:
     mixup_alpha: float
     recipe: Recipe
     device: torch.device
+    world: World = SINGLE
 
     def train_epoch(self, reader: BatchReader, order: torch.Tensor, desc: str) -> float:
-        """One pass over `reader` in `order`; the mean training loss per chunk."""
+        """One pass over `reader` in `order` (this rank's share of each global batch); the mean
+        training loss per chunk trained, over all ranks."""
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for batch in tqdm(reader.batches(order), total=len(reader), desc=desc, unit="batch"):
+        chunks = 0
+        batches = reader.batches(order, self.world)
+        for batch in tqdm(batches, total=reader.steps(self.world), desc=desc, unit="batch",
+                          disable=not self.world.is_main):
             x, y = mixup(self.augment(self.normalise(batch.x)), batch.y, self.mixup_alpha)
-            loss_sum += self.step(x, y) * len(y)  # no .item(): the GPU never waits for Python
-        return loss_sum.item() / reader.n_chunks
+            # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
+            # batch makes that average the single-process gradient, even for uneven shares.
+            share = len(y) * self.world.size / batch.global_size
+            loss_sum += self.step(x, y, share) * len(y)  # no .item(): the GPU never waits for Python
+            chunks += batch.global_size
+        loss_sum = sum_across(loss_sum, self.world)
+        average_buffers(self.model, self.world)
+        return loss_sum.item() / chunks
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One forward + backward + optimizer step on a prepared batch; the (detached) mean loss."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, share: float = 1.0) -> torch.Tensor:
+        """One forward + backward + optimizer step on a prepared batch; the (detached) mean loss.
+        `share`: this rank's weight in the global batch (1 in a world of one)."""
         with step_context(self.device, self.recipe):
             logits = self.step_model(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss if share == 1.0 else loss * share).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -68,16 +83,27 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self, reader: BatchReader) -> Validation:
-        """Mean BCE per chunk and class, and mAP, on `reader`, in eval mode without augmentation."""
+        """Mean BCE per chunk and class, and mAP, on `reader`, in eval mode without augmentation.
+        Each rank scores its own slice of the split; the scores of all are gathered on every rank."""
         self.model.eval()
+        bounds = self.world.slice_bounds(reader.n_chunks)
+        begin, end = bounds[self.world.rank]
         logits, targets = [], []
-        for batch in reader.batches():
+        for batch in reader.batches(np.arange(begin, end)):
             with step_context(self.device, self.recipe):
-                logits.append(self.step_model(self.normalise(batch.x)).float())
+                logits.append(self.eval_model(self.normalise(batch.x)).float())
             targets.append(batch.y)
-        logits, targets = torch.cat(logits), torch.cat(targets)
+        n_classes = reader.targets.shape[1]
+        logits = torch.cat(logits) if logits else torch.zeros(0, n_classes, device=self.device)
+        targets = torch.cat(targets) if targets else torch.zeros(0, n_classes, device=self.device)
+        counts = [stop - start for start, stop in bounds]
+        logits, targets = gather_slices(logits, self.world, counts), gather_slices(targets, self.world, counts)
         loss = F.binary_cross_entropy_with_logits(logits.double(), targets.double()).item()
         return Validation(loss, metrics.mean_average_precision(targets.cpu().numpy(), logits.cpu().numpy()))
+
+    def unwrap(self) -> None:
+        """Drop the DDP wrapper, before the process group goes (gloo can deadlock at exit otherwise)."""
+        self.step_model = self.eval_model
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -104,21 +130,25 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
 
 
 def build_trainer(params: Params, model_name: str, n_classes: int, stats: FeatureStats, device: torch.device,
-                  steps_per_epoch: int) -> Trainer:
+                  steps_per_epoch: int, world: World = SINGLE, recipe: Recipe | None = None) -> Trainer:
+    """The Trainer of one run; `recipe` overrides the one params.yaml resolves to (the benchmark's grid)."""
     tp, mp = params.train, params.models[model_name]
-    recipe = resolve_recipe(mp.arch, device, tp)
-    torch.manual_seed(params.seed)
-    built = model_for_recipe(mp, n_classes, stats, device, recipe)
+    recipe = recipe or resolve_recipe(mp.arch, device, tp)
+    apply_backend_flags(recipe)
+    torch.manual_seed(params.seed)  # the same initial weights on every rank
+    built = model_for_recipe(mp, n_classes, stats, device, recipe,
+                             sync_batchnorm=world.distributed and device.type == "cuda")
     optimizer_class = torch.optim.AdamW if tp.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(built.model.parameters(), lr=params.effective_lr(model_name),
-                                weight_decay=tp.weight_decay)
+                                weight_decay=tp.weight_decay, fused=recipe.fused_optimizer or None)
     return Trainer(
-        model=built.model, step_model=built.step_model, optimizer=optimizer,
+        model=built.model, step_model=wrap(built.step_model, world, device), eval_model=built.step_model,
+        optimizer=optimizer,
         scheduler=warmup_cosine(optimizer, round(tp.warmup_epochs * steps_per_epoch), tp.epochs * steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16"),
         normalise=Normalise(stats.mean, stats.std),
         augment=SpecAugment(tp.freq_mask, tp.time_mask).to(device),
-        mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device)
+        mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device, world=world)
 
 
 def make_readers(batch_size: int, prepared_dir: Path, features_dir: Path,

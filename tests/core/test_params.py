@@ -137,6 +137,9 @@ def test_missing_key_is_named(dotted):
     ("train.threads", "many"),
     ("train.threads", True),
     ("train.threads", 2.0),
+    ("train.processes", 0),
+    ("train.processes", "all"),
+    ("train.processes", 1.5),
     ("train.channels_last", 1),
     ("train.warmup_epochs", -1.0),
     ("train.warmup_epochs", 10.5),  # > epochs (10)
@@ -172,6 +175,7 @@ def test_threshold_grid_names_the_item():
 
 
 @pytest.mark.parametrize("dotted, value", [("train.threads", 3), ("train.threads", "auto"),
+                                           ("train.processes", 4), ("train.processes", "auto"),
                                            ("train.warmup_epochs", 10.0), ("train.warmup_epochs", 0.0),
                                            ("train.channels_last", True), ("models.ast_tiny.pretrained", True),
                                            ("models.ast_tiny.pretrained", "ckpt/ast.pt")])

@@ -33,7 +33,10 @@ def test_auto_on_cuda_follows_the_measured_table(_):
     assert (cnn.precision, cnn.channels_last) == CUDA_AUTO["cnn"]
     assert ast.autocast_dtype == torch.bfloat16
     assert ast.compile and ast.batch_size == 128
-    assert ast.as_dict() == {"precision": "bf16", "channels_last": False, "compile": True, "batch_size": 128}
+    assert ast.as_dict() == {"precision": "bf16", "channels_last": False, "compile": True, "batch_size": 128,
+                             "cudnn_benchmark": True, "fused_optimizer": True, "tf32": True}
+    cpu = resolve_recipe("ast_tiny", CPU, tp)
+    assert not (cpu.cudnn_benchmark or cpu.fused_optimizer or cpu.tf32)  # CUDA switches only
 
 
 @mock.patch("torch.cuda.is_bf16_supported", return_value=True)
