@@ -42,8 +42,10 @@ test-slow: $(DEV_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 
 # Writes reports/bench.md and reports/bench.json (GPU section only on a CUDA machine).
+# SECTIONS=gpu (comma-separated, of featurize,training,gpu) runs only those and keeps the others.
+SECTIONS ?= featurize,training,gpu
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --out reports
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --out reports --sections $(SECTIONS)
 
 # AST variants as queued DVC experiments -> reports/ablations.md/png. JOBS experiments at once;
 # WEIGHTS=path/to/deit_tiny.pth adds the ImageNet position-embedding variants.

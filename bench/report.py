@@ -61,38 +61,54 @@ def training_md(t: dict) -> str:
     return head + table(rows, floatfmt=",.3f") + "\n"
 
 
-def gpu_md(results: dict) -> str:
-    g = results["gpu"]
+def gpu_md(g: dict | None) -> str:
     if g is None:
-        return f"## GPU\n\nNot measured: {results['gpu_reason']}. `make bench` on a CUDA machine fills this section.\n"
-    parts = [f"## GPU: {g['device']} (bf16 matmul peak measured at {g['bf16_matmul_peak_tflops']:,.0f} TFLOP/s)\n"]
+        return ("## GPU\n\nNot measured: torch saw no CUDA device on the machine that ran it. "
+                "`python -m bench.run --sections gpu` on a CUDA machine fills this section.\n")
+    parts = [f"## GPU: {g['device']} (bf16 matmul peak measured at {g['bf16_matmul_peak_tflops']:,.0f} TFLOP/s)\n",
+             "Bare steps on device-resident tensors. Every row has cuDNN autotuning, the fused optimizer and "
+             "TF32 on (as `auto` sets them on CUDA) except the `off` rows, which turn one of them off on the "
+             "model's default recipe. `GPU busy`: share of wall time in which a kernel ran (profiler).\n"]
     rows = []
     for name, m in g["models"].items():
         for r in m["recipes"]:
             rows.append({"model": name, "recipe": r["recipe"], "batch": r["batch_size"],
                          "train samples/s": r["train_samples_per_second"],
                          "inference samples/s": r["inference_samples_per_second"],
-                         "peak MiB": r["peak_memory_mib"], "train TFLOP/s": r["train_tflops"],
-                         "share of peak": r["share_of_peak"]})
+                         "GPU busy": r["gpu_busy_share"], "peak MiB": r["peak_memory_mib"],
+                         "train TFLOP/s": r["train_tflops"], "share of peak": r["share_of_peak"]})
     parts.append(table(rows))
-    loops = [{"model": name, "default recipe": recipe_text(m["default_recipe"]),
-              "GFLOP/sample (fwd)": m["forward_gflop_per_sample"],
-              "real loop samples/s": m["loop_samples_per_second"],
-              "projected 50 epochs (h)": m["projected_50_epoch_hours"],
-              "reference, RTX 2080 Ti (h)": m["reference_50_epoch_hours"]} for name, m in g["models"].items()]
-    parts.append(f"Real loop with the default recipe; projection at {g['birdclef_2021_chunks_per_epoch']:,} "
-                 f"chunks per epoch (one per BirdCLEF 2021 training recording), training steps only. "
-                 f"Target: {TARGETS['loop_samples_per_second']}.\n\n{table(loops)}")
+    loops = []
+    for name, m in g["models"].items():
+        for which, loop in m["loops"].items():
+            hours = loop["projected_50_epoch_hours"]
+            loops.append({"model": name, "recipe": f"{which}: {recipe_text(loop['recipe'])}",
+                          "real loop samples/s": loop["loop_samples_per_second"], "GPU busy": loop["gpu_busy_share"],
+                          **{f"50 epochs, {n} GPU (h)": h for n, h in hours.items()},
+                          "reference, RTX 2080 Ti (h)": m["reference_50_epoch_hours"]})
+    parts.append(f"Real loop (`Trainer.train_epoch` over {g['loop_chunks']:,} chunks, which the batch does not "
+                 f"divide) with the default and the fastest recipe. Projection at "
+                 f"{g['birdclef_2021_train_chunks_per_epoch']:,} chunks per epoch (every train chunk of BirdCLEF "
+                 "2021 at `max_chunks_per_recording: 12`), training steps only; more than one GPU assumes "
+                 f"ideal scaling (not measured). Target: {TARGETS['loop_samples_per_second']}.\n\n"
+                 f"{table(loops)}")
     return "\n\n".join(parts) + "\n"
 
 
+def machine_line(section: str, run: dict) -> str:
+    m = run["machine"]
+    return (f"- `{section}`: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['torch']}, "
+            f"Python {m['python']}; {run['seconds']:.0f} s")
+
+
 def write_reports(results: dict, out: Path) -> None:
-    m = results["machine"]
+    sections = [name for name in ("featurize", "training", "gpu") if f"{name}_run" in results]
     header = ("# Benchmark (`make bench`)\n\n"
               + ("**Smoke run: toy sizes, the figures mean nothing.**\n\n" if results["smoke"] else "")
-              + f"Machine: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['torch']}, "
-                f"Python {m['python']}. All figures below come from one run of {results['bench_seconds']:.0f} s; "
-                "`bench.json` beside this file has them all.\n")
-    body = [header, featurize_md(results["featurize"]), training_md(results["training"]), gpu_md(results)]
+              + "Each section's figures come from one run on one machine (ratios are taken within a run); "
+                "`bench.json` beside this file has them all.\n\n"
+              + "\n".join(machine_line(name, results[f"{name}_run"]) for name in sections) + "\n")
+    writers = {"featurize": featurize_md, "training": training_md, "gpu": gpu_md}
+    body = [header, *(writers[name](results[name]) for name in sections)]
     write_json(out / "bench.json", results)
     write_text(out / "bench.md", "\n".join(body))

@@ -1,15 +1,19 @@
 """`make bench`: featurize, the training data path, the training loop and (on CUDA) every GPU recipe,
 measured side by side in one run; writes reports/bench.json (the figures) and reports/bench.md.
 
-    python -m bench.run [--out reports] [--smoke]
+    python -m bench.run [--out reports] [--sections featurize,training,gpu] [--smoke]
 
---smoke runs every section at toy sizes with one repeat, so the suite can keep the benchmark alive;
-its figures mean nothing. Not a pipeline stage: it generates its own demo data in a temporary folder.
+--sections runs only those sections and keeps the others' figures from the bench.json already in
+--out (each section records the machine it ran on): `--sections gpu` on a GPU machine adds its
+figures to the CPU machine's. --smoke runs at toy sizes with one repeat, so the suite can keep the
+benchmark alive (with --gpu-device cpu, the GPU section's code too); its figures mean nothing. Not a
+pipeline stage: it generates its own demo data in a temporary folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import tempfile
@@ -20,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.featurize_bench import featurize_figures
-from bench.gpu_bench import gpu_figures
+from bench.gpu_bench import GpuSizes, gpu_figures
 from bench.report import write_reports
 from bench.training_bench import training_figures
 from stages.core.devices import resolve_device
@@ -34,19 +38,18 @@ class Sizes:
     loader_chunks: int          # chunks in the synthetic 128 x 501 memmap
     loader_passes: int
     loop_steps: int             # batches in the bare-step and real-loop measurements
-    gpu_batch_sizes: list[int]
-    gpu_steps: int
-    gpu_loop_chunks: int
-    gpu_loop_batch_size: int    # the real loop on CUDA: the batch of a real-data run (README)
+    gpu: GpuSizes
 
 
 FULL = Sizes(scales=[1, 4, 16], demo_overrides={}, loader_chunks=4096, loader_passes=3, loop_steps=4,
-             gpu_batch_sizes=[64, 256], gpu_steps=20, gpu_loop_chunks=8192,
-             gpu_loop_batch_size=64)
+             gpu=GpuSizes(batch_sizes=[64, 128, 256], compile_batch_sizes=[256], steps=20, loop_chunks=6037,
+                          loop_batch_size=64, matmul_size=8192))
 SMOKE = Sizes(scales=[1, 2], demo_overrides={"demo.n_species": 3, "demo.recordings_per_species": 2,
                                              "demo.max_recording_seconds": 8.0, "demo.soundscape_seconds": 10},
-              loader_chunks=48, loader_passes=1, loop_steps=1, gpu_batch_sizes=[8], gpu_steps=1,
-              gpu_loop_chunks=32, gpu_loop_batch_size=8)
+              loader_chunks=48, loader_passes=1, loop_steps=1,
+              gpu=GpuSizes(batch_sizes=[2], compile_batch_sizes=[], steps=1, loop_chunks=5, loop_batch_size=2,
+                           matmul_size=256))
+SECTIONS = ("featurize", "training", "gpu")
 
 
 def machine() -> dict:
@@ -63,26 +66,41 @@ def machine() -> dict:
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
-def run(params_path: Path, sizes: Sizes, smoke: bool) -> dict:
+def run(params_path: Path, sizes: Sizes, smoke: bool, sections: list[str], gpu_device: str) -> dict:
+    """The figures of `sections`, each with the machine it ran on and its wall time."""
     params = load_params(params_path)
     if smoke:
         params = smoke_params(params)
-    started = time.perf_counter()
-    results = {"smoke": smoke, "machine": machine()}
+    results = {"smoke": smoke}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
-        results["featurize"] = featurize_figures(workdir, sizes.scales, sizes.demo_overrides)
-        device = resolve_device(params.train.device)
-        results["training"] = training_figures(params, workdir, sizes.loader_chunks, sizes.loop_steps,
-                                               sizes.loader_passes, device)
-        if torch.cuda.is_available():
-            results["gpu"] = gpu_figures(params, workdir, sizes.gpu_batch_sizes, sizes.gpu_steps,
-                                         sizes.gpu_loop_chunks, sizes.gpu_loop_batch_size)
-        else:
-            results["gpu"] = None
-            results["gpu_reason"] = "torch sees no CUDA device on this machine"
-    results["bench_seconds"] = time.perf_counter() - started
+        for section in sections:
+            started = time.perf_counter()
+            results[section] = measure(section, params, sizes, workdir, gpu_device)
+            results[f"{section}_run"] = {"machine": machine(), "seconds": time.perf_counter() - started}
     return results
+
+
+def measure(section: str, params, sizes: Sizes, workdir: Path, gpu_device: str) -> dict | None:
+    if section == "featurize":
+        return featurize_figures(workdir, sizes.scales, sizes.demo_overrides)
+    if section == "training":
+        return training_figures(params, workdir, sizes.loader_chunks, sizes.loop_steps, sizes.loader_passes,
+                                resolve_device(params.train.device))
+    if gpu_device == "cuda" and not torch.cuda.is_available():
+        print("gpu: torch sees no CUDA device on this machine; section not measured", flush=True)
+        return None
+    return gpu_figures(params, workdir, sizes.gpu, torch.device(gpu_device))
+
+
+def merged(results: dict, previous: Path) -> dict:
+    """`results` over the sections of the bench.json at `previous` that this run did not measure."""
+    if not previous.exists():
+        return results
+    kept = json.loads(previous.read_text())
+    if kept.get("smoke") != results["smoke"]:
+        return results  # never mix toy figures with real ones
+    return {**kept, **results}
 
 
 def smoke_params(params):
@@ -94,12 +112,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--smoke", action="store_true", help="toy sizes, one repeat (for the test suite)")
+    parser.add_argument("--gpu-device", default="cuda", choices=["cuda", "cpu"],
+                        help="cpu: run the GPU section's code on the CPU (with --smoke, to test it)")
     args = parser.parse_args()
-    results = run(args.params, SMOKE if args.smoke else FULL, args.smoke)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    started = time.perf_counter()
+    results = merged(run(args.params, SMOKE if args.smoke else FULL, args.smoke, sections, args.gpu_device),
+                     args.out / "bench.json")
     write_reports(results, args.out)
     print(f"bench: wrote {args.out / 'bench.json'} and {args.out / 'bench.md'} "
-          f"in {results['bench_seconds']:.0f} s", flush=True)
+          f"in {time.perf_counter() - started:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,14 +13,19 @@ import torch
 from helpers import ROOT, subprocess_env
 
 
-def test_bench_smoke_writes_every_figure(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(tmp_path)], cwd=ROOT,
+def run_bench(out, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args], cwd=ROOT,
                             env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=600)
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    bench = json.loads((tmp_path / "bench.json").read_text())
+    return json.loads((out / "bench.json").read_text())
+
+
+def test_bench_smoke_writes_every_figure(tmp_path):
+    bench = run_bench(tmp_path)
     assert bench["smoke"] is True
-    assert {"cpu", "cores", "torch", "gpu"} <= set(bench["machine"])
+    for section in ("featurize", "training", "gpu"):
+        assert {"cpu", "cores", "torch", "gpu"} <= set(bench[f"{section}_run"]["machine"])
 
     featurize = bench["featurize"]
     assert set(featurize["scales"]) == {"1", "2"}
@@ -36,11 +41,26 @@ def test_bench_smoke_writes_every_figure(tmp_path):
         assert model["loop_samples_per_second"] > 0 and model["inference_samples_per_second"] > 0
         assert model["loop_efficiency"] == model["loop_samples_per_second"] / model["bare_step_samples_per_second"]
 
-    if torch.cuda.is_available():
-        assert bench["gpu"]["models"]["ast_tiny"]["loop_samples_per_second"] > 0
-    else:
-        assert bench["gpu"] is None and "CUDA" in bench["gpu_reason"]
+    if not torch.cuda.is_available():
+        assert bench["gpu"] is None
+        assert "Not measured: torch saw no CUDA device" in (tmp_path / "bench.md").read_text()
+
+    # The GPU section alone (its code run on the CPU here), merged into the figures already there.
+    merged = run_bench(tmp_path, "--sections", "gpu", "--gpu-device", "cpu")
+    assert merged["featurize"] == bench["featurize"] and merged["training"] == bench["training"]
+    gpu = merged["gpu"]
+    assert gpu["loop_chunks"] % 2 == 1  # the real loop meets a short last batch
+    for model in gpu["models"].values():
+        labels = {row["recipe"] for row in model["recipes"]}
+        assert {"default, cudnn_benchmark off", "default, fused_optimizer off", "default, tf32 off"} <= labels
+        assert set(model["loops"]) == {"default", "best"}
+        for loop in model["loops"].values():
+            assert loop["loop_samples_per_second"] > 0
+            hours = loop["projected_50_epoch_hours"]
+            assert hours["1"] == 50 * gpu["birdclef_2021_train_chunks_per_epoch"] / loop["loop_samples_per_second"] / 3600
+    assert {row["recipe"] for row in gpu["models"]["efficientnet_b0"]["recipes"]} > \
+        {row["recipe"] for row in gpu["models"]["ast_tiny"]["recipes"]}  # channels_last: CNNs only
 
     markdown = (tmp_path / "bench.md").read_text()
-    for heading in ("## Featurize", "## Training data path and loop", "## GPU", "Smoke run"):
+    for heading in ("## Featurize", "## Training data path and loop", "## GPU: cpu", "Smoke run", "GPU busy"):
         assert heading in markdown
