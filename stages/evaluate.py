@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.core.cli import run
 from stages.core.params import load_params
 from stages.evaluation.outputs import METRICS, SUBMISSION
 from stages.evaluation.run import evaluate
+from stages.training.checkpoints import CheckpointError
 
 
 def main() -> None:
@@ -36,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, CheckpointError)

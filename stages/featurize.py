@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.audio.decode import AudioError
 from stages.audio.features import write_features
+from stages.audio.store import DiskSpaceError
+from stages.core.cli import run
 from stages.core.params import load_params
 
 
@@ -31,4 +34,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, AudioError, DiskSpaceError)

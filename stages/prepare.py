@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from stages.birdclef.tables import prepare
+from stages.core.cli import run
 from stages.core.params import load_params
 
 
@@ -29,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,10 +16,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.core.cli import run
 from stages.core.devices import resolve_device
-from stages.core.params import load_params
-from stages.training.distributed import launch, resolve_processes, world_from_env
+from stages.core.params import ParamsError, load_params
+from stages.core.problems import DatasetError
+from stages.models.pretrained import PretrainedWeightsNotFound
+from stages.training.checkpoints import CheckpointError
+from stages.training.distributed import WorldError, launch, resolve_processes, world_from_env
 from stages.training.loop import TrainPaths, train_rank
+from stages.training.trainer import Diverged
+
+
+# Errors with a message the user can act on: printed without a traceback, by every rank.
+USER_ERRORS = (ParamsError, DatasetError, CheckpointError, Diverged, PretrainedWeightsNotFound, WorldError)
 
 
 def main() -> None:
@@ -41,10 +50,10 @@ def main() -> None:
     run = (args.params, args.model, args.prepared, args.features, paths)
     processes = resolve_processes(params.train.processes, resolve_device(params.train.device))
     if world_from_env() is None and processes > 1:
-        launch(processes, train_rank, *run)
+        launch(processes, USER_ERRORS, train_rank, *run)
     else:
         train_rank(*run)
 
 
 if __name__ == "__main__":
-    main()
+    run(main, *USER_ERRORS)

@@ -29,6 +29,7 @@ from stages.audio.ogg import encode_ogg_vorbis, last_page, set_granule, write_og
 from stages.birdclef.tables import build_tables  # noqa: E402
 from stages.core.params import Params, ParamsError, parse_params  # noqa: E402
 from stages.core.problems import Problems  # noqa: E402
+from subprocesses import run_subprocess  # noqa: E402
 
 # Small enough for a 2-core machine: 3 species x 3 recordings of at most 8 s, two 20 s soundscapes;
 # more secondary labels than the default so label-weight tests have something to change.
@@ -209,8 +210,8 @@ def subprocess_env() -> dict[str, str]:
 
 
 def run_stage(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
+    return run_subprocess([sys.executable, "-m", module, *args], cwd=cwd, env=subprocess_env(),
+                          capture_output=True, text=True)
 
 
 def project_repo(tmp_path_factory: pytest.TempPathFactory, overrides: dict) -> SimpleNamespace:
@@ -232,8 +233,8 @@ def project_repo(tmp_path_factory: pytest.TempPathFactory, overrides: dict) -> S
     write_params(repo / "params.yaml", overrides)
 
     def run(*args, check=True, env_update: dict | None = None) -> subprocess.CompletedProcess:
-        result = subprocess.run(args, cwd=repo, env={**env, **(env_update or {})}, capture_output=True,
-                                text=True, timeout=300)
+        result = run_subprocess(args, cwd=repo, env={**env, **(env_update or {})}, capture_output=True,
+                                text=True)
         if check:
             assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result

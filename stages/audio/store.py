@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.atomic import write_json
+from stages.core.problems import DatasetError
 
 STATS_FILE = "stats.json"
+FEATURES_FILE = "features.npy"
 RELEASE_EVERY_BYTES = 64 * 2**20
 # Free space kept on top of features.npy itself: index.csv, stats.json, the report, and some room
 # for whatever else writes to the same file system meanwhile.
@@ -24,11 +26,16 @@ class DiskSpaceError(OSError):
     """Not enough free space for features.npy; the message gives both sizes and what to do."""
 
 
+# Below this spread (log-mel units) the train features are constant up to float rounding: silence.
+MIN_FEATURE_STD = 1e-4
+
+
 class TrainStats:
     """Sum and sum of squares of the stored float16 values of train rows: what training will see.
 
     Refuses to give a NaN or infinite mean or std (every later stage would train on NaN losses):
-    decode_chunks rejects the audio that could cause one, so this is a second line of defence.
+    decode_chunks rejects the audio that could cause one, so this is a second line of defence. Refuses
+    a zero spread too (silent training audio), which normalisation would divide by.
     """
 
     def __init__(self, is_train: np.ndarray):
@@ -48,13 +55,19 @@ class TrainStats:
 
     def mean_std(self) -> tuple[float, float]:
         if self.count == 0:
-            raise ValueError("featurize: no train chunk could be decoded; nothing to compute statistics on")
+            raise DatasetError("featurize: no train chunk could be decoded; nothing to compute statistics on")
         if self.first_non_finite is not None:
-            raise ValueError(f"featurize: the normalisation statistics are not finite: train features "
+            raise DatasetError(f"featurize: the normalisation statistics are not finite: train features "
                              f"hold NaN or Inf, first from {self.first_non_finite}. The stage stops here; "
                              "remove or re-encode that recording.")
         mean = self.sums[0] / self.count
-        return float(mean), float(np.sqrt(max(self.sums[1] / self.count - mean**2, 0.0)))
+        std = float(np.sqrt(max(self.sums[1] / self.count - mean**2, 0.0)))
+        if not std > MIN_FEATURE_STD:
+            raise DatasetError(f"featurize: the train features have no spread (std {std:.3g} over {self.count:,} "
+                             f"values, all about {mean:.4g}): the training audio is digital silence or nearly, "
+                             "so normalising by it would divide by zero and train on NaN. Check the recordings "
+                             "of train_short_audio/ (are they silent, or all the same file?) and re-run.")
+        return float(mean), std
 
 
 class FeatureWriter:
@@ -126,5 +139,20 @@ class FeatureStats:
 
 
 def read_feature_stats(features_dir: Path) -> FeatureStats:
-    raw = json.loads((features_dir / STATS_FILE).read_text())
-    return FeatureStats(raw["mean"], raw["std"], raw["n_values"], tuple(raw["shape"]))
+    """stats.json, checked against the features.npy beside it (one featurize run wrote both)."""
+    remedy = "re-run `dvc repro featurize` (or `dvc checkout data/features`)"
+    try:
+        raw = json.loads((features_dir / STATS_FILE).read_text())
+        stats = FeatureStats(raw["mean"], raw["std"], raw["n_values"], tuple(raw["shape"]))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"{features_dir / STATS_FILE}: missing or unreadable ({type(err).__name__}: {err}); "
+                           f"{remedy}") from None
+    features = features_dir / FEATURES_FILE
+    try:
+        shape = np.load(features, mmap_mode="r").shape
+    except (OSError, ValueError) as err:  # a truncated file: "mmap length is greater than file size"
+        raise DatasetError(f"{features}: missing, truncated or damaged ({err}); {remedy}") from None
+    if tuple(shape) != stats.shape:
+        raise DatasetError(f"{features} holds {list(shape)} but {STATS_FILE} describes {list(stats.shape)}: they "
+                           f"come from different featurize runs; {remedy}")
+    return stats

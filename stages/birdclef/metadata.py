@@ -48,13 +48,14 @@ SOUNDSCAPE_REQUIRED = ["row_id", "site", "audio_id", "seconds", "birds"]
 MAX_SAMPLES_PER_BYTE = 8192
 
 
-def read_table(path: Path, required: list[str]) -> pd.DataFrame:
-    """A whole CSV table, every cell a string or NaN (empty), with the `required` columns."""
+def read_table(path: Path, required: list[str], allow_empty: bool = False) -> pd.DataFrame:
+    """A whole CSV table, every cell a string ("" when empty), with the `required` columns; a header
+    without rows is an error unless `allow_empty`."""
     if not path.is_file():
         raise DatasetError(f"{path}: not found. Point data.root in params.yaml at a folder in the "
                            "BirdCLEF 2021 layout (see README, 'Reproduce on BirdCLEF 2021').")
     try:
-        table = pd.read_csv(path, dtype=str)
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)  # "nan", "null", "NA" stay text
     except pd.errors.EmptyDataError:
         raise DatasetError(f"{path}: the file is empty; expected a CSV with columns {required}") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
@@ -62,7 +63,7 @@ def read_table(path: Path, required: list[str]) -> pd.DataFrame:
     missing = [column for column in required if column not in table.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
-    if table.empty:
+    if table.empty and not allow_empty:
         raise DatasetError(f"{path}: has a header but no rows")
     return table
 
@@ -100,6 +101,11 @@ def metadata_row(row, line: int, where: str, p: DataParams, seen: dict[str, int]
     item_id = recording_id(row.filename)
     if item_id is None:
         problems.skip(where, line, f"filename {shown(row.filename)} is empty or holds a NUL byte")
+        return None
+    if row.filename in (".", "..") or "/" in row.filename or "\\" in row.filename:
+        # `../../train_soundscapes/<file>` would turn an evaluation soundscape into training data.
+        problems.skip(where, line, f"filename {shown(row.filename)} is not a plain file name: it would reach "
+                                   f"outside {SHORT_AUDIO_DIR}/<primary_label>/")
         return None
     if item_id in seen:
         problems.skip(where, line, f"duplicate: recording {shown(item_id)} is already listed on row "
@@ -165,7 +171,8 @@ def read_recordings(root: Path, p: DataParams, problems: Problems) -> pd.DataFra
                         "primary_label": row["primary_label"], "raw_secondary": row["raw_secondary"],
                         "line": row["line"]})
     if not records:
-        raise DatasetError(f"{metadata_name}: no usable recordings (see skipped files in the report)")
+        raise DatasetError(f"{metadata_name}: no usable recordings; every row was skipped, each with its reason "
+                           "in the data report")
     recordings = pd.DataFrame(records)
     recordings.attrs["n_below_rating"] = n_below_rating
     return recordings
@@ -261,7 +268,10 @@ def read_soundscape_windows(root: Path, problems: Problems) -> list[dict]:
     if not labels_path.exists():
         problems.warn(str(labels_path), None, "no soundscape labels: the soundscape evaluation is skipped")
         return []
-    labels = read_table(labels_path, SOUNDSCAPE_REQUIRED)
+    labels = read_table(labels_path, SOUNDSCAPE_REQUIRED, allow_empty=True)
+    if labels.empty:  # a header alone labels nothing: treated as no labels file, with a warning
+        problems.warn(str(labels_path), None, "a header and no rows: the soundscape evaluation is skipped")
+        return []
     files = soundscape_files(root, problems)
     durations: dict[Path, tuple[float | None, str | None]] = {}
     windows, seen = [], {}

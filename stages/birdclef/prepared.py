@@ -9,13 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from stages.core.problems import DatasetError
+
 
 @dataclass(frozen=True)
 class SplitData:
     """Rows of the feature array that belong to one split, with their targets and labels."""
     feature_rows: np.ndarray   # [n] indices into features.npy
     targets: np.ndarray        # [n, classes] float32, soft weak targets
-    labels: pd.DataFrame       # one row per chunk: item_id, primary_label, birds, ...
+    labels: pd.DataFrame       # one row per chunk: item_id, primary_label, birds, path, ...
 
 
 def load_split(prepared_dir: Path, features_dir: Path, split: str) -> SplitData:
@@ -30,10 +32,19 @@ def load_split(prepared_dir: Path, features_dir: Path, split: str) -> SplitData:
     selected = chunks[keep]
     targets = np.load(prepared_dir / "targets.npy")[selected["target_row"].to_numpy()]
     chunk_labels = labels.set_index("target_row").loc[selected["target_row"]].reset_index()
+    chunk_labels["path"] = selected["path"].to_numpy()  # the file each chunk was cut from
     return SplitData(selected["chunk_id"].to_numpy(), targets.astype(np.float32), chunk_labels)
 
 
 def read_classes(prepared_dir: Path) -> list[str]:
-    return (prepared_dir / "classes.txt").read_text().split()
+    """classes.txt, checked: prepare writes the codes sorted and unique, one per column of targets.npy,
+    so lines swapped or lost by hand would put wrong species names on every per-class figure."""
+    path = prepared_dir / "classes.txt"
+    classes = path.read_text().split()
+    columns = np.load(prepared_dir / "targets.npy", mmap_mode="r").shape[1]
+    if classes != sorted(set(classes)) or len(classes) != columns:
+        raise DatasetError(f"{path}: {len(classes)} codes, not the {columns} sorted unique codes prepare writes for "
+                           f"the columns of targets.npy (edited by hand?); re-run `dvc repro prepare`")
+    return classes
 
 

@@ -14,10 +14,10 @@ import pandas as pd
 
 from stages.birdclef.chunks import chunk_windows, soundscape_chunk
 from stages.birdclef.labels import NOCALL, split_known, weak_target
-from stages.birdclef.metadata import SOUNDSCAPE_LABELS_FILE, read_recordings, read_soundscape_windows
+from stages.birdclef.metadata import METADATA_FILE, SOUNDSCAPE_LABELS_FILE, read_recordings, read_soundscape_windows
 from stages.core.atomic import atomic_path, write_json
 from stages.core.params import DataParams, Params
-from stages.core.problems import Problems
+from stages.core.problems import DatasetError, Problems
 
 CHUNK_COLUMNS = ["chunk_id", "split", "path", "start_s", "audio_s", "target_row", "item_id"]
 
@@ -32,6 +32,17 @@ def split_by_recording(primary_labels: pd.Series, valid_fraction: float, seed: i
         n_valid = int(np.clip(round(len(positions) * valid_fraction), 1, len(positions) - 1))
         split[rng.permutation(positions)[:n_valid]] = "valid"
     return split
+
+
+def check_valid_split(recordings: pd.DataFrame, valid_fraction: float, metadata: Path) -> None:
+    """Stop here, not after a training epoch, when no recording can validate."""
+    if (recordings["split"] == "valid").any():
+        return
+    species = sorted(recordings["primary_label"].unique())
+    shown = ", ".join(species[:10]) + (f" and {len(species) - 10} more" if len(species) > 10 else "")
+    raise DatasetError(f"{metadata}: no recording can go to the valid split (data.valid_fraction: "
+                       f"{valid_fraction}): every species has a single usable recording ({shown}), and a species needs 2 or more, one "
+                       "to train on and one to validate. Add recordings, or see the skipped ones in the report.")
 
 
 class Tables:
@@ -122,6 +133,7 @@ def build_tables(root: Path, p: DataParams, seed: int, problems: Problems) -> Pr
     recordings = read_recordings(root, p, problems)
     classes = sorted(recordings["primary_label"].unique())
     recordings["split"] = split_by_recording(recordings["primary_label"], p.valid_fraction, seed)
+    check_valid_split(recordings, p.valid_fraction, root / METADATA_FILE)
     tables = Tables(classes)
     add_recordings(tables, recordings, p)
     windows = read_soundscape_windows(root, problems)
@@ -152,7 +164,15 @@ def prepare(params: Params, out: Path, report_path: Path) -> PreparedTables:
     """Stage prepare: the tables of the dataset at `data.root` written to `out`, the data report to
     `report_path`. Bad rows and files are skipped with a reason, or stop the stage with data.strict."""
     problems = Problems(strict=params.data.strict)
-    tables = build_tables(Path(params.data.root), params.data, params.seed, problems)
+    try:
+        tables = build_tables(Path(params.data.root), params.data, params.seed, problems)
+    except DatasetError as err:
+        if problems.strict:  # stopped at the one file or row the message names; the last report stays
+            raise
+        # The report of what was skipped on the way is what the message points to: write it first.
+        write_json(report_path, {"data_root": params.data.root, "error": str(err), "skipped": problems.skipped,
+                                 "warnings": problems.warnings})
+        raise DatasetError(f"{err} (data report: {report_path})") from None
     tables.write(out)
     write_json(report_path, tables.report)
     return tables

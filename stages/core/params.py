@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, get_args, get_type_hints
 
@@ -179,14 +180,16 @@ class ModelParams:
 class EvaluateParams:
     batch_size: Count
     tune_fraction: Open01
-    bootstrap_samples: Annotated[StrictInt, Field(ge=10)]
+    bootstrap_samples: Annotated[StrictInt, Field(ge=10, le=100_000)]  # memory: samples x windows
     confidence_level: Open01
     threshold_grid: Annotated[list[Open01], Field(min_length=1)]
 
 
 @_section
 class Params:
-    seed: StrictInt
+    # numpy and torch both take it; per-epoch seeds (seed * 1000 + epoch, plus a stride per data-parallel
+    # rank) stay far below torch's 64-bit limit.
+    seed: Annotated[StrictInt, Field(ge=0, le=2**31 - 1)]
     lr: Positive
     demo: DemoParams
     data: DataParams
@@ -199,13 +202,28 @@ class Params:
         return self.lr * self.models[model_name].lr_scale
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (DVC refuses such a file; the
+    stages would silently take the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one section; keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path = "params.yaml", timm_archs: bool = False) -> Params:
     """params.yaml validated; `timm_archs`: also ask timm whether every arch that is not one of our
     own models exists. Only the stages that build models ask: importing timm (and torch) takes about
     3 s, which every data stage would otherwise pay for a setting it never reads."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; run from the project root or pass --params") from None
     except yaml.YAMLError as err:
@@ -240,6 +258,10 @@ def check_timm_archs(params: Params) -> None:
 
 def check_across_sections(params: Params) -> None:
     """The rules no single section can check; ParamsError naming the key at fault."""
+    for name in params.models:
+        if not MODEL_NAME.fullmatch(name):
+            raise ParamsError(f"models: the model name {name!r} may hold only letters, digits, '_', '.' and '-' "
+                              "(it becomes a DVC stage name, a folder and a command-line argument); rename it")
     fp, sample_rate = params.features, params.data.sample_rate
     if fp.win_length(sample_rate) > fp.n_fft:
         raise ParamsError(f"features.win_ms: a {fp.win_ms} ms window is {fp.win_length(sample_rate)} "
@@ -247,7 +269,16 @@ def check_across_sections(params: Params) -> None:
     if fp.fmax > sample_rate / 2:
         raise ParamsError(f"features.fmax: {fp.fmax} Hz is above the Nyquist frequency "
                           f"({sample_rate / 2} Hz) of data.sample_rate")
+    if params.data.chunk_samples < fp.n_fft:
+        raise ParamsError(f"data.chunk_seconds: a {params.data.chunk_seconds} s chunk is {params.data.chunk_samples} "
+                          f"samples, shorter than one STFT window (features.n_fft = {fp.n_fft}); lengthen it")
     frames = fp.frames_per_chunk(params.data.chunk_samples, sample_rate)
+    # A mask as wide as the input can blank a whole chunk: the model then learns from zeros.
+    for key, width, size, unit in (("time_mask", params.train.time_mask, frames, "frames of a chunk"),
+                                   ("freq_mask", params.train.freq_mask, fp.n_mels, "mel bands")):
+        if width >= size:
+            raise ParamsError(f"train.{key}: a mask of up to {width} can cover all {size} {unit}; "
+                              f"keep it below {size} (0 disables it)")
     for name, model in params.models.items():
         spec = MODELS.get(model.arch)
         if spec is None:
@@ -258,6 +289,8 @@ def check_across_sections(params: Params) -> None:
             raise ParamsError(f"models.{name}.options.{err.key}: {err.message}") from None
 
 
+# A model name ends up in stage names, paths and the shell commands of dvc.yaml: nothing a shell reads.
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _ADAPTER = TypeAdapter(Params)
 _MESSAGES = {  # pydantic's error types in this project's words; others keep pydantic's message
     "missing": "missing", "value_error": "{error}", "literal_error": "must be one of {expected}",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from stages.audio.ogg import write_ogg_vorbis
 from stages.core.atomic import atomic_path
@@ -120,9 +121,11 @@ def focal_recording(p: DemoParams, species_index: int, rng: np.random.Generator)
 
 def generate_recordings(p: DemoParams, out: Path, rng: np.random.Generator) -> pd.DataFrame:
     rows = []
+    progress = tqdm(total=p.n_species * p.recordings_per_species, desc="demo_data: recordings", unit="file")
     for species_index, (code, scientific, common) in enumerate(SPECIES[:p.n_species]):
         (out / "train_short_audio" / code).mkdir(parents=True)
         for k in range(p.recordings_per_species):
+            progress.update()
             xc_id = 100000 + species_index * 1000 + k
             audio, secondary = focal_recording(p, species_index, rng)
             audio, sample_rate = odd_format(audio, p, rng)
@@ -181,7 +184,7 @@ def soundscape_window(audio: np.ndarray, end: int, p: DemoParams, rng: np.random
 def generate_soundscapes(p: DemoParams, out: Path, rng: np.random.Generator) -> pd.DataFrame:
     (out / "train_soundscapes").mkdir(parents=True)
     rows = []
-    for index in range(p.n_soundscapes):
+    for index in tqdm(range(p.n_soundscapes), desc="demo_data: soundscapes", unit="file"):
         audio_id = 10000 + index * 1111
         site = SOUNDSCAPE_SITES[index % len(SOUNDSCAPE_SITES)]
         n_samples = p.soundscape_seconds * p.sample_rate

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from stages.training.augment import Normalise
 from stages.training.batches import BatchReader
@@ -20,13 +21,14 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model, reader: BatchReader, normalise: Normalise, recipe: Recipe, n_classes: int) -> Predictions:
+def predict(model, reader: BatchReader, normalise: Normalise, recipe: Recipe, n_classes: int,
+            desc: str | None = None) -> Predictions:
     """Scores of every chunk of `reader`'s split, with the training recipe's precision."""
     model.eval()
     device = reader.device
     scores = torch.zeros((reader.n_chunks, n_classes), dtype=torch.float32)
     seconds = 0.0
-    for batch in reader.batches():
+    for batch in tqdm(reader.batches(), total=len(reader), desc=desc, unit="batch", disable=desc is None):
         started = time.perf_counter()
         with step_context(device, recipe):
             logits = model(normalise(batch.x))

@@ -66,7 +66,7 @@ def score_soundscapes(split: SplitData, scores: np.ndarray, classes: list[str], 
                       seed: int) -> SoundscapeScore:
     """Tune the call threshold on some soundscape files, score the others (stages/scoring/threshold.py)."""
     truth = np.array(metrics.birds_strings_to_sets(split.labels["birds"]), dtype=object)
-    held = split_soundscapes(list(split.labels["item_id"]), ep.tune_fraction)
+    held = split_soundscapes(list(split.labels["path"]), ep.tune_fraction)
     threshold = choose_call_threshold(list(truth[held.tune]), scores[held.tune], classes, ep.threshold_grid)
     predicted = metrics.predictions_to_label_sets(scores, classes, threshold)
     scored_truth = list(truth[held.score])
@@ -116,8 +116,10 @@ def evaluate(params: Params, model_name: str, prepared_dir: Path, features_dir: 
     valid = load_split(prepared_dir, features_dir, "valid")
     soundscape = load_split(prepared_dir, features_dir, "soundscape")
     batch = params.evaluate.batch_size
-    valid_run = predict(model, BatchReader(features, valid, batch, device), normalise, recipe, len(classes))
-    sound_run = predict(model, BatchReader(features, soundscape, batch, device), normalise, recipe, len(classes))
+    valid_run = predict(model, BatchReader(features, valid, batch, device), normalise, recipe, len(classes),
+                        f"evaluate@{model_name}: valid")
+    sound_run = predict(model, BatchReader(features, soundscape, batch, device), normalise, recipe, len(classes),
+                        f"evaluate@{model_name}: soundscapes")
     valid_scores, sound_scores = valid_run.scores, sound_run.scores
 
     ep, seed = params.evaluate, params.seed

@@ -39,7 +39,7 @@ ROWS = [
 
 
 REFERENCE = """\
-### The reference experiment (from the brief, not produced by this pipeline)
+### The reference experiment (the published comparison this project reproduces; not produced by this pipeline)
 
 50 epochs, ImageNet-pretrained, Adam + CosineAnnealingLR, on an RTX 2080 Ti (11 GB):
 

@@ -28,13 +28,10 @@ class SoundscapeSplit:
     rule: str
 
 
-def soundscape_file(row_id: str) -> str:
-    """The file part of a competition row id `<audio_id>_<site>_<seconds>`."""
-    return row_id.rsplit("_", 1)[0]
-
-
-def split_soundscapes(row_ids: list[str], tune_fraction: float) -> SoundscapeSplit:
-    files = np.array([soundscape_file(row_id) for row_id in row_ids])
+def split_soundscapes(window_files: list[str], tune_fraction: float) -> SoundscapeSplit:
+    """Tuning and scoring windows, by whole files: `window_files[i]` is the audio file window i was
+    cut from (never parsed out of its row id, whose format the labels file decides)."""
+    files = np.array(window_files)
     unique = sorted(set(files))
     if len(unique) == 1:
         everywhere = np.ones(len(files), dtype=bool)

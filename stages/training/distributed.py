@@ -17,6 +17,7 @@ import ctypes
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing
 
+USER_ERROR_EXIT = 1  # a rank stopped on an error it printed (the others are then ended)
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 # A rank waits this long for the others at a collective before failing (instead of hanging forever).
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
@@ -170,24 +172,35 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(processes: int, run: Callable[..., None], *args) -> None:
+def launch(processes: int, user_errors: tuple[type[BaseException], ...], run: Callable[..., None], *args) -> None:
     """Run `run(*args)` in `processes` local processes forming one world, as torchrun would.
 
     Each process is ended when this one dies (even by SIGKILL), and this one when its own parent
     (`dvc`) dies, so a killed `dvc repro` leaves no rank behind writing outputs; when one rank
-    fails, torch.multiprocessing ends the others.
+    fails, torch.multiprocessing ends the others. A rank stopped by one of `user_errors` prints its
+    message alone (no traceback); any other error keeps its traceback.
     """
     die_with_parent(os.getppid())
-    torch.multiprocessing.start_processes(_rank_main, args=(processes, free_port(), os.getpid(), run, args),
-                                          nprocs=processes, join=True, start_method="spawn")
+    try:
+        torch.multiprocessing.start_processes(
+            _rank_main, args=(processes, free_port(), os.getpid(), user_errors, run, args),
+            nprocs=processes, join=True, start_method="spawn")
+    except torch.multiprocessing.ProcessExitedException as err:
+        if err.exit_code != USER_ERROR_EXIT:
+            raise
+        raise WorldError(f"rank {err.error_index} of {processes} stopped on the error above") from None
 
 
-def _rank_main(local_rank: int, processes: int, port: int, parent_pid: int, run: Callable[..., None],
-               args: tuple) -> None:
+def _rank_main(local_rank: int, processes: int, port: int, parent_pid: int,
+               user_errors: tuple[type[BaseException], ...], run: Callable[..., None], args: tuple) -> None:
     die_with_parent(parent_pid)
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(processes), LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    run(*args)
+    try:
+        run(*args)
+    except user_errors as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def die_with_parent(parent_pid: int) -> None:

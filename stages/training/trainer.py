@@ -54,16 +54,23 @@ class Trainer:
         training loss per chunk trained, over all ranks."""
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        first_bad_step = torch.full((), -1, device=self.device)  # the first step whose loss was not finite
         chunks = 0
         batches = reader.batches(order, self.world)
-        for batch in tqdm(batches, total=reader.steps(self.world), desc=desc, unit="batch",
-                          disable=not self.world.is_main):
+        for number, batch in enumerate(tqdm(batches, total=reader.steps(self.world), desc=desc, unit="batch",
+                                            disable=not self.world.is_main)):
             x, y = mixup(self.augment(self.normalise(batch.x)), batch.y, self.mixup_alpha)
             # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
             # batch makes that average the single-process gradient, even for uneven shares.
             share = len(y) * self.world.size / batch.global_size
-            loss_sum += self.step(x, y, share) * len(y)  # no .item(): the GPU never waits for Python
+            loss = self.step(x, y, share)
+            loss_sum += loss * len(y)  # no .item(): the GPU never waits for Python
+            if self.device.type == "cpu":  # free here; on a GPU the check waits for the epoch's end
+                check_finite(loss, number, desc)
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), number, first_bad_step)
             chunks += batch.global_size
+        if first_bad_step.item() >= 0:
+            check_finite(torch.tensor(math.nan), int(first_bad_step.item()), desc)
         loss_sum = sum_across(loss_sum, self.world)
         average_buffers(self.model, self.world)
         return loss_sum.item() / chunks
@@ -114,6 +121,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+
+class Diverged(ArithmeticError):
+    """Training produced a NaN or infinite loss."""
+
+
+def check_finite(loss: torch.Tensor, step: int, desc: str) -> None:
+    if not torch.isfinite(loss):
+        raise Diverged(f"{desc}, step {step + 1}: the training loss is {loss.item()} (not finite); training stops "
+                       "here. Usually the learning rate is too high (lr x models.<name>.lr_scale, with the "
+                       "warm-up of train.warmup_epochs), or fp16 overflowed (try train.precision: bf16 or fp32).")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,

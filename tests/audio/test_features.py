@@ -16,7 +16,7 @@ from stages.audio.decode import cut_chunk, decode_mono
 from stages.audio.logmel import LOG_OFFSET, CpuLogMel, LogMel
 from stages.audio.features import RecordingChunks, _feature_rows
 from stages.birdclef.tables import build_tables
-from stages.core.problems import Problems
+from stages.core.problems import DatasetError, Problems
 
 SR = 32000
 
@@ -106,13 +106,25 @@ def test_main_process_batches_match_the_worker_log_mels(demo_features, demo_root
 def test_silent_audio_gives_finite_features(tmp_path):
     root = tmp_path / "data"
     write_ogg(root / "train_short_audio" / "a" / "silent.ogg", np.zeros(6 * SR, dtype=np.float32))
-    chunks = chunk_table([("train", "train_short_audio/a/silent.ogg", 0.0, 5.0)])
+    write_ogg(root / "train_short_audio" / "a" / "tone.ogg", tone(6.0))
+    chunks = chunk_table([("train", "train_short_audio/a/silent.ogg", 0.0, 5.0),
+                          ("train", "train_short_audio/a/tone.ogg", 0.0, 5.0)])
     run_featurize(chunks, root, tmp_path / "features")
     features = np.load(tmp_path / "features" / "features.npy").astype(np.float32)
     assert np.isfinite(features).all()
-    assert features.max() <= math.log(LOG_OFFSET) + 1.0
+    assert features[0].max() <= math.log(LOG_OFFSET) + 1.0
     stats = json.loads((tmp_path / "features" / "stats.json").read_text())
-    assert math.isfinite(stats["mean"]) and math.isfinite(stats["std"])
+    assert math.isfinite(stats["mean"]) and stats["std"] > 0
+
+
+def test_all_silent_training_audio_stops_featurize_with_what_it_means(tmp_path):
+    """A zero spread would make normalisation divide by zero: the stage says so instead of writing it."""
+    root = tmp_path / "data"
+    write_ogg(root / "train_short_audio" / "a" / "silent.ogg", np.zeros(6 * SR, dtype=np.float32))
+    chunks = chunk_table([("train", "train_short_audio/a/silent.ogg", 0.0, 5.0)])
+    with pytest.raises(DatasetError, match="no spread .* digital silence"):
+        run_featurize(chunks, root, tmp_path / "features")
+    assert not (tmp_path / "features" / "stats.json").exists()
 
 
 def test_statistics_come_from_the_train_split_only(tmp_path):

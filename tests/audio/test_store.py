@@ -16,9 +16,9 @@ from stages.audio.store import DISK_MARGIN_BYTES, DiskSpaceError, TrainStats, ch
 @pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
 def test_train_stats_refuse_non_finite_values(value):
     stats = TrainStats(np.array([True, True, False]))
-    stats.add(np.array([0]), np.ones((1, 2, 3), dtype=np.float16))
+    stats.add(np.array([0]), np.arange(6, dtype=np.float16).reshape(1, 2, 3))
     stats.add(np.array([2]), np.full((1, 2, 3), value, dtype=np.float16))  # a valid row: not counted
-    assert stats.mean_std() == (1.0, 0.0)
+    assert stats.mean_std() == (2.5, pytest.approx(np.std(np.arange(6))))
     values = np.ones((1, 2, 3), dtype=np.float16)
     values[0, 1, 2] = value
     stats.add(np.array([1]), values)
@@ -59,3 +59,13 @@ def test_disk_space_message_uses_gib_for_large_features(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 0, 3 * 2**30))
     with pytest.raises(DiskSpaceError, match=r"needs 12\.00 GiB .* has only 3\.00 GiB free"):
         check_free_space(tmp_path / "not" / "yet" / "features.npy", 12 * 2**30)
+
+
+@pytest.mark.parametrize("value", [-13.8155, 0.0])
+def test_silent_training_audio_is_refused_not_normalised_by_zero(value):
+    """All-silent train audio gives one constant log-mel value: a zero std that normalisation would
+    divide by (the first sign used to be NaN inputs in training)."""
+    stats = TrainStats(np.array([True, True]))
+    stats.add(np.array([0, 1]), np.full((2, 4, 5), value, dtype=np.float16), "silent.ogg")
+    with pytest.raises(ValueError, match=r"no spread \(std \S+ over 40 values.*digital silence"):
+        stats.mean_std()

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
 import torch
 
 from helpers import ROOT, subprocess_env
+from subprocesses import run_subprocess
 
 
 def run_bench(out, *args: str) -> dict:
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args], cwd=ROOT,
-                            env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=900)
+    result = run_subprocess([sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args], cwd=ROOT,
+                            env={**subprocess_env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((out / "bench.json").read_text())
 
@@ -57,7 +56,8 @@ def test_bench_smoke_writes_every_figure(tmp_path):
         for loop in model["loops"].values():
             assert loop["loop_samples_per_second"] > 0
             hours = loop["projected_50_epoch_hours"]
-            assert hours["1"] == 50 * gpu["birdclef_2021_train_chunks_per_epoch"] / loop["loop_samples_per_second"] / 3600
+            chunks = gpu["birdclef_2021_train_chunks_per_epoch"]
+            assert hours["1"] == 50 * chunks / loop["loop_samples_per_second"] / 3600
     assert {row["recipe"] for row in gpu["models"]["efficientnet_b0"]["recipes"]} > \
         {row["recipe"] for row in gpu["models"]["ast_tiny"]["recipes"]}  # channels_last: CNNs only
 

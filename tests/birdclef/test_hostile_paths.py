@@ -47,8 +47,8 @@ def hostile_paths(root: Path, outside: Path) -> dict[str, tuple[str, str, str]]:
     (amerob / "LINK.ogg").symlink_to(outside)
     (amerob / "LOOP.ogg").symlink_to(amerob / "LOOP.ogg")
     long_code = "a" * 300  # a valid code, too long for a folder name
-    return {"../../../outside.ogg": ("amerob", "outside.ogg", "outside data.root"),
-            str(outside.with_name("elsewhere.ogg")): ("amerob", "elsewhere.ogg", "outside data.root"),
+    return {"../../../outside.ogg": ("amerob", "train_metadata.csv", "not a plain file name"),
+            str(outside.with_name("elsewhere.ogg")): ("amerob", "train_metadata.csv", "not a plain file name"),
             "LINK.ogg": ("amerob", "LINK.ogg", "outside data.root"),
             "LOOP.ogg": ("amerob", "LOOP.ogg", "cannot be opened"),
             "n" * 300 + ".ogg": ("amerob", ".ogg", "cannot be opened (OSError"),
@@ -93,3 +93,19 @@ def test_audio_duration_turns_unusable_paths_into_reasons(tmp_path, name):
     (tmp_path / "x").mkdir()
     duration, reason = audio_duration(tmp_path / "x" / name, tmp_path)
     assert duration is None and "cannot be opened" in reason
+
+
+def test_a_filename_reaching_into_the_soundscapes_never_becomes_training_data(tmp_path):
+    """`../../train_soundscapes/<file>` exists inside data.root, so containment alone let it through:
+    an evaluation soundscape was then trained on."""
+    root = make_dataset(tmp_path / "data")
+    soundscape = next((root / "train_soundscapes").glob("*.ogg")).name
+    metadata = pd.read_csv(root / "train_metadata.csv")
+    sneaky = [metadata_row("amerob", f"../../train_soundscapes/{soundscape}"), metadata_row("amerob", "sub/x.ogg")]
+    pd.concat([metadata, pd.DataFrame(sneaky)]).to_csv(root / "train_metadata.csv", index=False)
+    p = make_params({"data.root": str(root)})
+    tables = build_tables(root, p.data, p.seed, Problems(strict=False))
+    reasons = [s["reason"] for s in tables.report["skipped"]]
+    assert len(reasons) == 2 and all("not a plain file name" in r for r in reasons), reasons
+    training = tables.chunks[tables.chunks["split"].isin(["train", "valid"])]
+    assert not training["path"].str.contains("train_soundscapes").any()

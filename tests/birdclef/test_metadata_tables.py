@@ -5,11 +5,15 @@ skip to."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import pandas as pd
 import pytest
 
 from helpers import make_dataset, make_params, metadata_row
 from stages.birdclef.tables import build_tables
+from stages.birdclef.tables import prepare as run_prepare
 from stages.core.problems import DatasetError, Problems
 
 
@@ -70,3 +74,45 @@ def test_no_usable_recording(tmp_path):
         prepare(root, strict=False)
 
 
+
+
+def test_no_recording_to_validate_on_stops_prepare_naming_the_species(tmp_path):
+    """One recording per species leaves the valid split empty: say so at prepare, not after an epoch."""
+    root = make_dataset(tmp_path / "data", species=("amerob", "norcar"), per_species=1)
+    with pytest.raises(DatasetError) as raised:
+        prepare(root, strict=False)
+    assert str(raised.value).startswith(
+        f"{root / 'train_metadata.csv'}: no recording can go to the valid split (data.valid_fraction: 0.2): "
+        "every species has a single usable recording (amerob, norcar)")
+
+
+def test_the_report_a_failure_points_to_is_written(tmp_path):
+    """'each with its reason in the data report' must be true: the stage writes the report first."""
+    root = tmp_path / "data"
+    root.mkdir()
+    pd.DataFrame([metadata_row("amerob", "gone.ogg")]).to_csv(root / "train_metadata.csv", index=False)
+    params = make_params({"data.root": str(root), "data.strict": False})
+    report = tmp_path / "reports" / "data_report.json"
+    with pytest.raises(DatasetError, match=rf"no usable recordings.*\(data report: {re.escape(str(report))}\)"):
+        run_prepare(params, tmp_path / "prepared", report)
+    written = json.loads(report.read_text())
+    assert "no usable recordings" in written["error"]
+    assert [item["file"] for item in written["skipped"]] == [str(root / "train_short_audio" / "amerob" / "gone.ogg")]
+    assert not (tmp_path / "prepared").exists()  # no tables from a failed run
+
+
+def test_nan_and_null_are_species_codes_not_empty_cells(tmp_path):
+    """pandas reads "nan", "null" and "NA" as missing by default; in a metadata table they are text."""
+    root = make_dataset(tmp_path / "data", species=("nan", "null"), per_species=3)
+    tables = prepare(root, strict=True)
+    assert tables.classes == ["nan", "null"]
+    assert not tables.report["skipped"]
+
+
+def test_soundscape_labels_with_a_header_only_are_treated_as_absent(tmp_path):
+    root = good_dataset(tmp_path)
+    labels = root / "train_soundscape_labels.csv"
+    labels.write_text(labels.read_text().splitlines()[0] + "\n")
+    tables = prepare(root, strict=True)
+    assert tables.report["soundscape_windows"] == 0
+    assert any("a header and no rows" in warning["reason"] for warning in tables.report["warnings"])

@@ -137,6 +137,8 @@ def test_missing_key_is_named(dotted):
     ("train.threads", "many"),
     ("train.threads", True),
     ("train.threads", 2.0),
+    ("seed", -1),  # numpy refused it deep inside prepare
+    ("seed", 2 * 10**16),  # torch refused it deep inside train
     ("train.processes", 0),
     ("train.processes", "all"),
     ("train.processes", 1.5),
@@ -146,6 +148,7 @@ def test_missing_key_is_named(dotted):
     ("evaluate.tune_fraction", 0),
     ("evaluate.tune_fraction", 1),
     ("evaluate.bootstrap_samples", 5),
+    ("evaluate.bootstrap_samples", 10**9),  # ran all inference, then asked for 89 GiB
     ("evaluate.confidence_level", 1.5),
     ("evaluate.confidence_level", 0),
     ("demo.min_recording_seconds", 31.0),  # > max_recording_seconds (30.0)
@@ -259,3 +262,27 @@ def test_train_refuses_a_model_not_in_params(tmp_path):
     assert message.startswith("--model resnet_9000: not a key of `models`"), message
     assert "efficientnet_b0" in message and "ast_tiny" in message
     assert not (tmp_path / "out").exists() and not (tmp_path / "live").exists()
+
+
+@pytest.mark.parametrize("name", ["e;touch PWNED;#", "a b", "it's", "$(id)", "x/y", ""])
+def test_a_model_name_a_shell_would_read_is_refused(name):
+    """Model names become stage names, folders and arguments of dvc.yaml's shell commands."""
+    raw = raw_params()
+    raw["models"][name] = raw["models"].pop("ast_tiny")
+    assert error_for(raw) == (f"models: the model name {name!r} may hold only letters, digits, '_', '.' and '-' "
+                              "(it becomes a DVC stage name, a folder and a command-line argument); rename it")
+
+
+@pytest.mark.parametrize("name", ["ast_tiny", "ast-tiny.v2", "EffNet_B0"])
+def test_ordinary_model_names_are_accepted(name):
+    raw = raw_params()
+    raw["models"][name] = raw["models"].pop("ast_tiny")
+    assert name in parse_params(raw).models
+
+
+def test_a_key_given_twice_is_refused_with_its_line(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("  epochs: 10\n", "  epochs: 10\n  epochs: 3\n", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    expected = r"(?s)not valid YAML: the key 'epochs' appears twice in one section; keep one.*line \d+"
+    with pytest.raises(ParamsError, match=expected):
+        load_params(tmp_path / "params.yaml")

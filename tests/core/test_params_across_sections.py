@@ -87,3 +87,24 @@ def test_feature_params_are_checked_against_the_sample_rate_when_loaded():
     with pytest.raises(ParamsError, match=r"^features\.fmax: 20000.0 Hz is above the Nyquist frequency"):
         make_params({"features.fmax": 20000.0})
     assert make_params().features.win_length(32000) <= make_params().features.n_fft
+
+
+@pytest.mark.parametrize("dotted, value, message", [
+    # 5 s chunks at a 10 ms hop: 501 frames; 128 mel bands.
+    ("train.time_mask", 501, "train.time_mask: a mask of up to 501 can cover all 501 frames of a chunk; "
+                             "keep it below 501 (0 disables it)"),
+    ("train.freq_mask", 128, "train.freq_mask: a mask of up to 128 can cover all 128 mel bands; "
+                             "keep it below 128 (0 disables it)"),
+    ("data.chunk_seconds", 0.02, "data.chunk_seconds: a 0.02 s chunk is 640 samples, shorter than one STFT window "
+                                 "(features.n_fft = 1024); lengthen it"),
+])
+def test_parameters_that_would_zero_every_input_are_refused_at_load(dotted, value, message):
+    raw = set_key(raw_params(), dotted, value)
+    if dotted == "data.chunk_seconds":
+        raw["data"]["min_remainder_seconds"] = 0.01
+    assert error_for(raw) == message
+
+
+def test_masks_just_below_the_input_are_accepted():
+    params = parse_params(set_key(set_key(raw_params(), "train.time_mask", 500), "train.freq_mask", 127))
+    assert (params.train.time_mask, params.train.freq_mask) == (500, 127)

@@ -48,7 +48,7 @@ def test_repro_builds_the_data_stages(project, first_repro):
     assert features.shape == (len(chunks), 128, 501)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(DATA_STAGES)
-    assert not list(repo.rglob(".*.tmp"))
+    assert not list(repo.rglob(".*.tmp*"))
 
 
 def test_second_repro_runs_nothing(project, first_repro):

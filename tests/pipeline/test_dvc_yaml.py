@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import re
+import shlex
 
 import pytest
 import yaml
@@ -80,3 +81,13 @@ def test_a_package_init_with_code_is_a_dependency(tmp_path, monkeypatch):
     (tmp_path / "stages" / "entry.py").write_text("from stages.pkg.mod import X\n")
     monkeypatch.setattr("test_dvc_yaml.ROOT", tmp_path)
     assert project_imports("stages.entry") == {"stages/entry.py", "stages/pkg/mod.py", "stages/pkg/__init__.py"}
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_a_model_name_stays_one_shell_word_in_every_command(stage):
+    """Defence in depth behind the name check of params.py: DVC pastes `${key}` into a shell command,
+    so each place it appears is quoted. A name with `;` must reach the stage as one argument."""
+    command = STAGES[stage]["do"]["cmd"].replace("${key}", "e;touch PWNED;#")
+    words = shlex.split(command)
+    assert words[words.index("--model") + 1] == "e;touch PWNED;#"
+    assert not any(word in ("touch", "PWNED") for word in words)

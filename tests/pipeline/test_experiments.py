@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from helpers import PIPELINE_SMALL, project_repo, ran_stages, raw_params, write_params
+from subprocesses import run_subprocess
 from stages.core.params import load_params
 
 pytestmark = pytest.mark.repro
@@ -193,11 +194,11 @@ def test_train_needs_a_commit_in_a_fresh_git_repository(project, experiment, tmp
     write_params(fresh / "params.yaml", {**PIPELINE_SMALL, "train.epochs": 1})
     for args in (("git", "init", "-q"), ("dvc", "init", "-q")):
         subprocess.run(args, cwd=fresh, env=project.env, check=True, capture_output=True)
-    result = subprocess.run(
+    result = run_subprocess(
         ["python", "-m", "stages.train", "--params", "params.yaml", "--model", "efficientnet_b0",
          "--prepared", "data/prepared", "--features", "data/features", "--out", "models/efficientnet_b0",
          "--live", "reports/train/efficientnet_b0", "--resume-dir", ".resume"],
-        cwd=fresh, env=project.env, capture_output=True, text=True, timeout=300)
+        cwd=fresh, env=project.env, capture_output=True, text=True)
     if result.returncode != 0 and "Empty git repo" not in result.stderr:
         pytest.fail(f"train failed for another reason:\n{result.stderr[-2000:]}")  # not the known bug
     assert result.returncode == 0, result.stderr[-2000:]

@@ -185,16 +185,17 @@ def test_featurize_interrupted_half_way_leaves_no_output_and_reruns_identically(
     project = project_repo(tmp_path_factory, FEATURIZE)
     repo = project.repo
     project.run("dvc", "repro", "prepare")
-    tmp_features = repo / "data" / ".features.tmp"
+    def temporaries() -> list[Path]:  # stages/core/atomic.py names them .features.tmp-<pid>
+        return list((repo / "data").glob(".features.tmp-*"))
 
     job = start(project, tmp_path / "first", "dvc", "repro", "featurize")
-    waited = wait_until(job, lambda: (tmp_features / "features.npy").exists() and half_way(job, "featurize")(),
-                        "featurize wrote part of its features")
+    waited = wait_until(job, lambda: any((tmp / "features.npy").exists() for tmp in temporaries())
+                        and half_way(job, "featurize")(), "featurize wrote part of its features")
     progress = last_progress(job.stderr.read_text(errors="replace"), "featurize")
     ended = stop_group(job, sig)
     output = job.output()
     print(f"\n{sig.name} after {waited:.1f} s, featurize at {progress[0]}/{progress[1]} files; "
-          f"dvc exited {job.proc.returncode}; {tmp_features.name} left: {tmp_features.exists()}")
+          f"dvc exited {job.proc.returncode}; temporaries left: {[tmp.name for tmp in temporaries()]}")
     assert ended, f"the process group outlived {sig.name}"
     assert job.proc.returncode != 0, output[-3000:]
     assert not re.search(r"^featurize: \d+/\d+ chunks", job.stdout.read_text(), flags=re.M), \
@@ -207,13 +208,13 @@ def test_featurize_interrupted_half_way_leaves_no_output_and_reruns_identically(
     assert "featurize" not in lock_stages(repo)
     assert "featurize" in status(project, "featurize")
     if sig == signal.SIGINT:  # an exception unwinds stages/core/atomic.py, which removes its temporary
-        assert not tmp_features.exists()
+        assert not temporaries()
 
     # The next `dvc repro` completes, with the uninterrupted run's very bytes.
     rerun = project.run("dvc", "repro", "featurize")
     assert "Running stage 'featurize'" in rerun.stdout
     assert tree_hashes(repo / "data" / "features") == featurize_reference
-    assert not tmp_features.exists()
+    assert not temporaries()  # a SIGKILLed run's temporary is removed by the next run
     assert status(project, "featurize") == {}
 
     # The stage run by hand over complete features and interrupted: they stay the previous complete

@@ -22,7 +22,7 @@ def test_loss_curves_and_per_class_ap_pngs_are_readable_images(report):
     out, _ = report
     assert_readable_png(out / "loss_curves.png")
     assert_readable_png(out / "per_class_ap.png")
-    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+    assert not list(out.glob("*.tmp*")) and not list(out.glob(".*.tmp*"))
 
 
 def test_per_class_ap_figure_has_a_bar_per_model_and_class_with_a_positive(tmp_path, monkeypatch):

@@ -23,12 +23,17 @@ def row_ids(files: list[str], windows: list[int]) -> list[str]:
     return [row for _, row in sorted(rows, key=lambda item: item[0])]
 
 
+def files_of(ids: list[str]) -> list[str]:
+    """The file each window of `ids` was cut from (what prepare records; here read back from the ids)."""
+    return [row.rsplit("_", 1)[0] for row in ids]
+
+
 # -------------------------------------------------------------------------------- split_soundscapes
 
 def test_one_file_is_tuned_and_scored_and_the_rule_says_so():
     ids = row_ids(FILES[:1], [12])
     for fraction in (0.25, 0.5, 0.75):
-        split = split_soundscapes(ids, fraction)
+        split = split_soundscapes(files_of(ids), fraction)
         assert split.tune.tolist() == split.score.tolist() == [True] * 12
         assert "one labelled soundscape" in split.rule and "tuned and scored" in split.rule
 
@@ -47,7 +52,7 @@ def test_split_goes_by_whole_files_alternately(n_files, fraction):
     files = FILES[:n_files]
     windows = [3, 5, 2, 4, 6][:n_files]
     ids = row_ids(files, windows)
-    split = split_soundscapes(ids, fraction)
+    split = split_soundscapes(files_of(ids), fraction)
     of_row = np.array([row.rsplit("_", 1)[0] for row in ids])
 
     # Disjoint, and together every window.
@@ -67,8 +72,8 @@ def test_split_goes_by_whole_files_alternately(n_files, fraction):
 def test_split_does_not_depend_on_the_row_order():
     ids = row_ids(FILES, [3, 5, 2, 4, 6])
     order = np.random.default_rng(0).permutation(len(ids))
-    split = split_soundscapes(ids, 0.5)
-    shuffled = split_soundscapes([ids[i] for i in order], 0.5)
+    split = split_soundscapes(files_of(ids), 0.5)
+    shuffled = split_soundscapes(files_of([ids[i] for i in order]), 0.5)
     assert shuffled.tune.tolist() == split.tune[order].tolist()
     assert shuffled.rule == split.rule
 
@@ -76,7 +81,7 @@ def test_split_does_not_depend_on_the_row_order():
 def test_half_of_the_files_tune_at_the_default_fraction():
     """Every other sorted file tunes: with 4 files, the 1st and 3rd."""
     ids = row_ids(FILES[:4], [2, 2, 2, 2])
-    split = split_soundscapes(ids, 0.5)
+    split = split_soundscapes(files_of(ids), 0.5)
     tuned = {row.rsplit("_", 1)[0] for row, t in zip(ids, split.tune) if t}
     assert tuned == {"10534_SSW", "18003_COR"}
 

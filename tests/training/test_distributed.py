@@ -66,7 +66,7 @@ def test_validation_slices_cover_the_split_once_in_order(n, size):
 
 
 def test_collectives_in_a_real_two_process_gloo_world(tmp_path):
-    launch(2, world_ranks.collectives, tmp_path)
+    launch(2, (), world_ranks.collectives, tmp_path)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert [r["world"] for r in ranks] == [(0, 2, 0, 2), (1, 2, 1, 2)]
     expected = torch.tensor([[0., 1.], [2., 3.], [4., 5.], [100., 101.]])  # 3 + 1 rows, no padding left
@@ -79,7 +79,14 @@ def test_collectives_in_a_real_two_process_gloo_world(tmp_path):
 
 def test_a_failing_rank_ends_the_world_with_its_error(tmp_path):
     with pytest.raises(torch.multiprocessing.ProcessRaisedException, match="rank 1 fails on purpose"):
-        launch(2, world_ranks.failing, tmp_path)
+        launch(2, (), world_ranks.failing, tmp_path)  # a bug: its traceback comes along
+
+
+def test_a_rank_stopped_by_a_user_error_prints_its_message_alone(tmp_path, capfd):
+    with pytest.raises(WorldError, match="rank 1 of 2 stopped on the error above"):
+        launch(2, (ValueError,), world_ranks.failing, tmp_path)
+    err = capfd.readouterr().err
+    assert "error: rank 1 fails on purpose" in err and "Traceback" not in err
 
 
 def test_the_world_comes_from_torchruns_variables(monkeypatch):

@@ -4,7 +4,6 @@ that build it are in this folder's conftest.py."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 from unittest import mock
@@ -16,6 +15,7 @@ import torch
 import stages.prepare
 import stages.training.loop
 from helpers import ONE_SECOND_CHUNKS, make_params, subprocess_env, write_params
+from subprocesses import run_subprocess
 from stages.training.loop import TrainPaths
 
 # 1 s chunks of the tiny demo: 18 train and 9 valid chunks of 128 x 101, batches of 4.
@@ -151,7 +151,6 @@ def train_command(params_file: Path, model: str, project: Project, out: Path) ->
 
 
 def run_to_end(command: list[str], cwd: Path) -> str:
-    result = subprocess.run(command, cwd=cwd, env=train_env(), capture_output=True, text=True,
-                            timeout=300)
+    result = run_subprocess(command, cwd=cwd, env=train_env(), capture_output=True, text=True)
     assert result.returncode == 0, f"train failed:\n{result.stdout}\n{result.stderr[-3000:]}"
     return result.stdout
