@@ -206,14 +206,23 @@ def audio_duration(path: Path, root: Path) -> tuple[float | None, str | None]:
 
 
 def soundscape_files(root: Path, problems: Problems) -> dict[tuple[str, str], Path]:
-    files = {}
+    """The soundscape file of each (audio_id, site). Two files for one pair are ambiguous: both are
+    skipped, named, rather than one chosen silently."""
+    found: dict[tuple[str, str], list[Path]] = {}
     for path in sorted((root / SOUNDSCAPE_DIR).glob("*.ogg")):
         parts = path.stem.split("_")
         if len(parts) < 2:
             problems.skip(str(path), None, "file name is not <audio_id>_<SITE>_<YYYYMMDD>.ogg")
             continue
-        audio_id, site = parts[:2]
-        files[(audio_id, site)] = path
+        found.setdefault((parts[0], parts[1]), []).append(path)
+    files = {}
+    for (audio_id, site), paths in found.items():
+        if len(paths) == 1:
+            files[(audio_id, site)] = paths[0]
+            continue
+        for path in paths:
+            problems.skip(str(path), None, f"{len(paths)} files match audio_id {audio_id} and site {site} "
+                                           f"({', '.join(p.name for p in paths)}); keep one")
     return files
 
 
@@ -274,7 +283,7 @@ def read_soundscape_windows(root: Path, problems: Problems) -> list[dict]:
         return []
     files = soundscape_files(root, problems)
     durations: dict[Path, tuple[float | None, str | None]] = {}
-    windows, seen = [], {}
+    windows, seen, placed = [], {}, {}
     for line, row in enumerate(labels.itertuples(index=False), start=2):
         if is_missing(row.row_id):
             problems.skip(str(labels_path), line, "empty row_id")
@@ -285,6 +294,16 @@ def read_soundscape_windows(root: Path, problems: Problems) -> list[dict]:
             continue
         seen[str(row.row_id)] = line
         window = soundscape_window(row, line, files, durations, root, str(labels_path), problems)
-        if window is not None:
-            windows.append(window)
+        if window is None:
+            continue
+        where = (window["path"], window["window_end"])
+        if where in placed:  # one window under two row ids: scored twice, or with two answers
+            first = placed[where]
+            same = first["birds"] == window["birds"]
+            problems.skip(str(labels_path), line, f"row_id {shown(row.row_id)} labels the window ending at "
+                          f"{window['window_end']:g} s of {Path(window['path']).name}, already labelled on row "
+                          f"{first['line']} with {'the same' if same else 'other'} birds")
+            continue
+        placed[where] = window
+        windows.append(window)
     return windows

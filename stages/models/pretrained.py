@@ -13,8 +13,10 @@ CLS/distillation tokens, and fit the 14 x 14 grid of position embeddings to the 
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import huggingface_hub
 import timm.models
@@ -29,6 +31,8 @@ from stages.models.ast_model import AST
 from stages.models.ast_options import POS_EMBED_INTERPOLATIONS
 
 HUB_WEIGHTS_FILENAME = "model.safetensors"
+HUB_PROBE_SECONDS = 3
+HTTPS_PORT = 443
 # DeiT's classifiers (class token head, distillation token head): AST replaces both with its own.
 DEIT_HEAD_PREFIXES = ("head.", "head_dist.")
 
@@ -56,6 +60,19 @@ def find_weights_file(timm_name: str, pretrained: Literal[True] | str) -> Path:
     return path
 
 
+def hub_reachable() -> bool:
+    """Whether a download could start at all: not in offline mode, and the Hub's host accepts a
+    connection within HUB_PROBE_SECONDS."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(hub_constants.ENDPOINT).hostname
+    try:
+        with socket.create_connection((host, HTTPS_PORT), timeout=HUB_PROBE_SECONDS):
+            return True
+    except OSError:  # no DNS, no route, refused, timed out
+        return False
+
+
 def find_hub_weights_file(timm_name: str) -> Path:
     """timm's ImageNet weights for `timm_name`: from the Hugging Face cache, or downloaded if online."""
     cfg = get_pretrained_cfg(timm_name)
@@ -70,6 +87,11 @@ def find_hub_weights_file(timm_name: str) -> Path:
             repo_id, HUB_WEIGHTS_FILENAME, local_files_only=True))
     except LocalEntryNotFoundError:
         pass
+    if not hub_reachable():  # stop now, not after huggingface_hub's retries (about half a minute)
+        raise PretrainedWeightsNotFound(
+            f"ImageNet weights for '{timm_name}' ({HUB_WEIGHTS_FILENAME} of Hugging Face repo {repo_id}) are "
+            f"not in the Hugging Face cache {hub_constants.HF_HUB_CACHE}, and the Hub cannot be reached from "
+            "this machine (offline, or HF_HUB_OFFLINE is set). " + _how_to_provide(timm_name))
     try:
         return Path(huggingface_hub.hf_hub_download(repo_id, HUB_WEIGHTS_FILENAME))
     except Exception as error:  # offline mode, no network, HTTP errors: all mean "not available"

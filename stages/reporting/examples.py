@@ -8,10 +8,12 @@ check that species differ and that features look like bird calls rather than noi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import librosa.display
 import numpy as np
+import pandas as pd
 
 from stages.birdclef.prepared import load_split, read_classes
 from stages.core.params import FeatureParams
@@ -33,8 +35,27 @@ def example_rows(prepared_dir: Path, features_dir: Path, classes: list[str]) -> 
     return {code: examples[code] for code in classes if code in examples}
 
 
+@dataclass(frozen=True)
+class ExampleDetail:
+    audio_s: float     # seconds of real audio in the chunk; the rest of it is zero padding
+    secondary: str     # the recording's secondary labels as prepare parsed them, "" for none
+
+
+def example_details(prepared_dir: Path, rows: dict[str, int]) -> dict[str, ExampleDetail]:
+    """What a panel's title and marks need beyond the log-mel: its real audio length and the other
+    species the recording carries (two panels that look alike often share one)."""
+    chunks = pd.read_csv(prepared_dir / "chunks.csv", keep_default_na=False).set_index("chunk_id")
+    labels = pd.read_csv(prepared_dir / "labels.csv", keep_default_na=False).set_index("target_row")
+    details = {}
+    for code, row in rows.items():  # a feature row is its chunk's id
+        chunk = chunks.loc[row]
+        details[code] = ExampleDetail(float(chunk["audio_s"]),
+                                      str(labels.loc[chunk["target_row"], "secondary_labels"]).strip())
+    return details
+
+
 def plot_examples(features: np.ndarray, rows: dict[str, int], sample_rate: int, hop_length: int,
-                  fmin: float, fmax: float, path: Path) -> None:
+                  fmin: float, fmax: float, path: Path, details: dict[str, ExampleDetail] | None = None) -> None:
     n_rows = math.ceil(len(rows) / COLUMNS)
     fig, axes = plt.subplots(n_rows, COLUMNS, figsize=(4.2 * COLUMNS, 2.8 * n_rows), squeeze=False,
                              layout="constrained")
@@ -46,7 +67,14 @@ def plot_examples(features: np.ndarray, rows: dict[str, int], sample_rate: int, 
     for ax, (code, mel) in zip(axes.flat, mels.items()):
         image = librosa.display.specshow(mel, sr=sample_rate, hop_length=hop_length, x_axis="time", y_axis="mel",
                                          fmin=fmin, fmax=fmax, ax=ax, cmap="magma", vmin=vmin, vmax=vmax)
-        ax.set_title(code)
+        ax.set_xlabel("time (s)")
+        detail = (details or {}).get(code)
+        ax.set_title(code if detail is None or not detail.secondary else f"{code} (also: {detail.secondary})")
+        chunk_s = mel.shape[1] * hop_length / sample_rate
+        if detail is not None and detail.audio_s < chunk_s - hop_length / sample_rate:
+            ax.axvline(detail.audio_s, color="white", linestyle="--", linewidth=1)
+            ax.text(detail.audio_s, 0.95, " zero padding", color="white", transform=ax.get_xaxis_transform(),
+                    va="top", fontsize=8)
     fig.colorbar(image, ax=axes, label="log-mel (natural log of power)", shrink=0.6)
     fig.suptitle("One training chunk per species (log-mel, as stored in data/features)")
     save_png(fig, path)
@@ -57,5 +85,6 @@ def plot_species_examples(prepared_dir: Path, features_dir: Path, sample_rate: i
     """Draw reports/spectrograms.png; returns how many species it shows."""
     rows = example_rows(prepared_dir, features_dir, read_classes(prepared_dir))
     features = np.load(features_dir / "features.npy", mmap_mode="r")
-    plot_examples(features, rows, sample_rate, fp.hop_length(sample_rate), fp.fmin, fp.fmax, out)
+    plot_examples(features, rows, sample_rate, fp.hop_length(sample_rate), fp.fmin, fp.fmax, out,
+                  example_details(prepared_dir, rows))
     return len(rows)

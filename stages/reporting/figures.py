@@ -55,18 +55,22 @@ def plot_per_class_ap(per_class: dict[str, pd.DataFrame], path: Path) -> None:
     models = list(per_class)
     table = pd.concat({m: t.set_index("class")["average_precision"] for m, t in per_class.items()}, axis=1)
     table = table.dropna(how="all")
+    # How many valid positives each AP rests on (the same valid split for every model): 1 or 2
+    # positives make an AP of 1.0 cheap.
+    positives = next(iter(per_class.values())).set_index("class")["n_positive"]
     height = max(3.0, 0.35 * len(table) * max(1, len(models)) + 1.5)
     fig, ax = plt.subplots(figsize=(8, min(height, 60)))
     bar = 0.8 / max(1, len(models))
     positions = np.arange(len(table))
     for i, model in enumerate(models):
         ax.barh(positions + i * bar, table[model].fillna(0), height=bar, label=model)
-    ax.set_yticks(positions + bar * (len(models) - 1) / 2, table.index)
+    ax.set_yticks(positions + bar * (len(models) - 1) / 2,
+                  [f"{code} (n={positives.get(code, 0)})" for code in table.index])
     ax.invert_yaxis()  # classes read top to bottom in classes.txt order
     ax.set_xlim(0, 1)
-    ax.set_xlabel("average precision on the valid split")
+    ax.set_xlabel("average precision on the valid split (n: valid chunks with the class)")
     ax.set_title("Per-class average precision")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the bars, never over one
     fig.tight_layout()
     save_png(fig, path)

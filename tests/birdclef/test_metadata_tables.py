@@ -116,3 +116,24 @@ def test_soundscape_labels_with_a_header_only_are_treated_as_absent(tmp_path):
     tables = prepare(root, strict=True)
     assert tables.report["soundscape_windows"] == 0
     assert any("a header and no rows" in warning["reason"] for warning in tables.report["warnings"])
+
+
+def test_one_window_under_two_row_ids_is_reported_not_counted_twice(tmp_path):
+    root = good_dataset(tmp_path)
+    labels = pd.read_csv(root / "train_soundscape_labels.csv")
+    twin = {"row_id": "10000_COR_10b", "site": "COR", "audio_id": 10000, "seconds": 10, "birds": "norcar"}
+    pd.concat([labels, pd.DataFrame([twin])]).to_csv(root / "train_soundscape_labels.csv", index=False)
+    tables = prepare(root, strict=False)
+    assert tables.report["soundscape_windows"] == 2
+    (skipped,) = tables.report["skipped"]
+    assert skipped["row"] == 4 and "already labelled on row 3 with other birds" in skipped["reason"]
+
+
+def test_two_files_for_one_audio_id_and_site_are_both_named(tmp_path):
+    root = good_dataset(tmp_path)
+    original = next((root / "train_soundscapes").glob("*.ogg"))
+    (root / "train_soundscapes" / "10000_COR_20210101.ogg").write_bytes(original.read_bytes())
+    tables = prepare(root, strict=False)
+    assert tables.report["soundscape_windows"] == 0
+    ambiguous = [s for s in tables.report["skipped"] if "2 files match audio_id 10000 and site COR" in s["reason"]]
+    assert len(ambiguous) == 2

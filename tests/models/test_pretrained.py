@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import huggingface_hub.constants
+from huggingface_hub.errors import LocalEntryNotFoundError
 import pytest
 import safetensors.torch
 import timm
@@ -120,6 +121,21 @@ def test_hub_weights_missing_offline_names_repo_and_cache(hub_cache):
     assert "timm/deit_tiny_distilled_patch16_224.fb_in1k" in message
     assert str(hub_cache) in message
     assert "pretrained: /path/to/" in message
+
+
+def test_weights_missing_with_no_network_fail_at_once_without_retries(hub_cache, monkeypatch):
+    """Not in offline mode, but no route to the Hub: the probe says so before huggingface_hub's
+    download retries (which took about 28 s here) start."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "https://hub.invalid")
+    def hf_hub_download(*args, local_files_only=False, **kwargs):
+        if not local_files_only:
+            raise AssertionError("no download may be tried")
+        raise LocalEntryNotFoundError("not cached")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    with pytest.raises(PretrainedWeightsNotFound, match="the Hub cannot be reached from this machine"):
+        find_hub_weights_file(DEIT_TINY)
 
 
 def test_hub_weights_found_in_cache(hub_cache, deit_state, deit_files):

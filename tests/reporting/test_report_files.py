@@ -40,7 +40,7 @@ def test_per_class_ap_figure_has_a_bar_per_model_and_class_with_a_positive(tmp_p
     build_report(list(MODELS), train_dir, eval_dir, tmp_path / "reports")
     (ax,) = figures["per_class_ap.png"].axes
     # norcar has no valid positive (no AP in either model): left out; classes in classes.txt order.
-    assert [label.get_text() for label in ax.get_yticklabels()] == ["amerob", "rewbla"]
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["amerob (n=2)", "rewbla (n=1)"]  # positives
     widths = {model: [bar.get_width() for bar in container]
               for model, container in zip([t.get_text() for t in ax.get_legend().get_texts()], ax.containers)}
     assert widths == {"efficientnet_b0": [0.5, 0.25], "ast_tiny": [0.75, 1.0]}

@@ -12,6 +12,7 @@ import pytest
 
 from helpers import ONE_SECOND_CHUNKS, make_params, prepare_and_featurize, run_stage, write_params
 from stages.birdclef.prepared import read_classes
+import stages.reporting.examples as examples
 from stages.reporting.examples import MAX_SPECIES, example_rows
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -135,3 +136,22 @@ def test_panels_share_the_colour_scale_of_the_colorbar(tmp_path, monkeypatch):
     assert len(panels) == 2
     limits = {ax.collections[0].get_clim() for ax in panels}
     assert len(limits) == 1, limits
+
+
+def test_panels_name_secondary_labels_and_real_audio_length(tmp_path):
+    """Titles carry the recording's other species, and a chunk shorter than 5 s is marked where its
+    zero padding starts (the demo's first amerob recording carries rewbla)."""
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    pd.DataFrame({"chunk_id": [0, 1], "split": ["train", "train"], "path": ["a.ogg", "b.ogg"],
+                  "start_s": [0.0, 0.0], "audio_s": [5.0, 2.5], "target_row": [0, 1],
+                  "item_id": ["XC1", "XC2"]}).to_csv(prepared / "chunks.csv", index=False)
+    pd.DataFrame({"target_row": [0, 1], "item_id": ["XC1", "XC2"], "split": ["train", "train"],
+                  "primary_label": ["amerob", "norcar"], "secondary_labels": ["rewbla", ""],
+                  "birds": ["", ""]}).to_csv(prepared / "labels.csv", index=False)
+    details = examples.example_details(prepared, {"amerob": 0, "norcar": 1})
+    assert details == {"amerob": examples.ExampleDetail(5.0, "rewbla"), "norcar": examples.ExampleDetail(2.5, "")}
+    features = np.random.default_rng(0).normal(-6, 2, (2, 128, 501)).astype(np.float16)
+    examples.plot_examples(features, {"amerob": 0, "norcar": 1}, 32000, 320, 50.0, 14000.0, tmp_path / "x.png",
+                           details)
+    assert (tmp_path / "x.png").stat().st_size > 10_000
