@@ -50,10 +50,15 @@ class GpuSizes:
     matmul_size: int
 
 
-def applies(label: str, precision: str, channels_last: bool, compiled: bool, arch: str) -> bool:
+def applies(precision: str, channels_last: bool, compiled: bool, arch: str) -> bool:
     if family_of(arch) == "transformer":
         return not channels_last and not (compiled and precision == "fp32")  # AST trains in bf16
     return True
+
+
+def default_recipe(params: Params, arch: str, device: torch.device, sizes: GpuSizes) -> Recipe:
+    """What params.yaml resolves to for `arch` on `device`, at the real loop's batch size."""
+    return resolve_recipe(arch, device, replace(params.train, batch_size=sizes.loop_batch_size))
 
 
 def make_trainer(params: Params, name: str, recipe: Recipe, device: torch.device, steps: int) -> Trainer:
@@ -92,12 +97,11 @@ def grid(params: Params, name: str, device: torch.device, sizes: GpuSizes) -> li
     arch = params.models[name].arch
     rows = []
     for label, precision, channels_last, compiled in RECIPES:
-        if not applies(label, precision, channels_last, compiled, arch):
+        if not applies(precision, channels_last, compiled, arch):
             continue
         for batch in sizes.compile_batch_sizes if compiled else sizes.batch_sizes:
             rows.append((label, Recipe(precision, channels_last, compiled, batch, **CUDA_ALWAYS)))
-    default = resolve_recipe(arch, device, replace(params.train, batch_size=sizes.loop_batch_size))
-    default = replace(default, **CUDA_ALWAYS)
+    default = replace(default_recipe(params, arch, device, sizes), **CUDA_ALWAYS)
     for switch in SWITCHES:
         rows.append((f"default, {switch} off", replace(default, **{switch: False})))
     return rows
@@ -120,7 +124,7 @@ def gpu_figures(params: Params, workdir: Path, sizes: GpuSizes, device: torch.de
                   f"{row['inference_samples_per_second']:,.0f} inference samples/s", flush=True)
             rows.append({"recipe": label, "batch_size": recipe.batch_size, "settings": recipe.as_dict(), **row})
         best = max(rows, key=lambda r: r["train_samples_per_second"])["settings"]
-        default = resolve_recipe(mp.arch, device, replace(params.train, batch_size=sizes.loop_batch_size)).as_dict()
+        default = default_recipe(params, mp.arch, device, sizes).as_dict()
         loops = {which: real_loop(params, name, Recipe(**settings), device, features, split)
                  for which, settings in (("default", default), ("best", best))}
         for which, loop in loops.items():

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from stages.core.cli import run
 from stages.core.devices import resolve_device
-from stages.core.params import ParamsError, load_params
-from stages.core.problems import DatasetError
+from stages.core.params import load_params
 from stages.models.pretrained import PretrainedWeightsNotFound
 from stages.training.checkpoints import CheckpointError
 from stages.training.distributed import WorldError, launch, resolve_processes, world_from_env
@@ -27,8 +26,9 @@ from stages.training.loop import TrainPaths, train_rank
 from stages.training.trainer import Diverged
 
 
-# Errors with a message the user can act on: printed without a traceback, by every rank.
-USER_ERRORS = (ParamsError, DatasetError, CheckpointError, Diverged, PretrainedWeightsNotFound, WorldError)
+# Errors of training with a message the user can act on (on top of params and data errors, which
+# stages/core/cli.py knows): printed without a traceback, by every rank.
+USER_ERRORS = (CheckpointError, Diverged, PretrainedWeightsNotFound, WorldError)
 
 
 def main() -> None:

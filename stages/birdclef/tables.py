@@ -41,8 +41,9 @@ def check_valid_split(recordings: pd.DataFrame, valid_fraction: float, metadata:
     species = sorted(recordings["primary_label"].unique())
     shown = ", ".join(species[:10]) + (f" and {len(species) - 10} more" if len(species) > 10 else "")
     raise DatasetError(f"{metadata}: no recording can go to the valid split (data.valid_fraction: "
-                       f"{valid_fraction}): every species has a single usable recording ({shown}), and a species needs 2 or more, one "
-                       "to train on and one to validate. Add recordings, or see the skipped ones in the report.")
+                       f"{valid_fraction}): every species has a single usable recording ({shown}), and a species "
+                       "needs 2 or more, one to train on and one to validate. Add recordings, or see the skipped "
+                       "ones in the report.")
 
 
 class Tables:

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from stages.core.params import ParamsError
 from stages.core.problems import DatasetError
 
+USER_ERROR_EXIT = 1
+
 
 def run(main: Callable[[], None], *user_errors: type[BaseException]) -> None:
     try:
         main()
     except (ParamsError, DatasetError, *user_errors) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise SystemExit(USER_ERROR_EXIT) from None

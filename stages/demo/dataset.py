@@ -148,6 +148,7 @@ def generate_recordings(p: DemoParams, out: Path, rng: np.random.Generator) -> p
                 "time": f"{6 + k % 12:02d}:00",
                 "url": f"https://www.xeno-canto.org/{xc_id}",
             })
+    progress.close()
     return pd.DataFrame(rows, columns=METADATA_COLUMNS)
 
 

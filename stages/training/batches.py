@@ -63,6 +63,10 @@ class BatchReader:
         """The optimizer steps of one training pass over the split (see `trained_batches`)."""
         return trained_batches(self.n_chunks, self.batch_size, world)
 
+    def trained_chunks(self, world: World = SINGLE) -> int:
+        """The chunks of one training pass, over all ranks: every chunk, less a dropped last batch."""
+        return min(self.n_chunks, self.steps(world) * self.batch_size)
+
     @property
     def n_chunks(self) -> int:
         return len(self.split.feature_rows)

@@ -14,10 +14,10 @@ validation on its own contiguous slice of the split, gathered without padding du
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 import socket
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +28,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing
 
-USER_ERROR_EXIT = 1  # a rank stopped on an error it printed (the others are then ended)
+from stages.core import cli
+
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal this process gets when its parent dies
 # A rank waits this long for the others at a collective before failing (instead of hanging forever).
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
@@ -186,7 +187,7 @@ def launch(processes: int, user_errors: tuple[type[BaseException], ...], run: Ca
             _rank_main, args=(processes, free_port(), os.getpid(), user_errors, run, args),
             nprocs=processes, join=True, start_method="spawn")
     except torch.multiprocessing.ProcessExitedException as err:
-        if err.exit_code != USER_ERROR_EXIT:
+        if err.exit_code != cli.USER_ERROR_EXIT:
             raise
         raise WorldError(f"rank {err.error_index} of {processes} stopped on the error above") from None
 
@@ -196,11 +197,7 @@ def _rank_main(local_rank: int, processes: int, port: int, parent_pid: int,
     die_with_parent(parent_pid)
     os.environ.update(RANK=str(local_rank), WORLD_SIZE=str(processes), LOCAL_RANK=str(local_rank),
                       LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    try:
-        run(*args)
-    except user_errors as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR_EXIT)
+    cli.run(functools.partial(run, *args), *user_errors)  # a user error: its message, exit USER_ERROR_EXIT
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -143,10 +143,9 @@ def train_one_epoch(params: Params, trainer: Trainer, train_reader: BatchReader,
     train_loss = trainer.train_epoch(train_reader, order, desc)
     train_seconds = time.perf_counter() - started
     valid = trainer.validate(valid_reader)
-    trained_chunks = min(train_reader.n_chunks, train_reader.steps(world) * train_reader.batch_size)
     return {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid.loss, "valid_map": valid.map,
             "lr": epoch_lr, "epoch_seconds": time.perf_counter() - started,
-            "train_samples_per_second": trained_chunks / train_seconds}
+            "train_samples_per_second": train_reader.trained_chunks(world) / train_seconds}
 
 
 def resume_state(state_path: Path, fingerprint: str, epochs: int, world: World) -> dict | None:

@@ -55,7 +55,6 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         first_bad_step = torch.full((), -1, device=self.device)  # the first step whose loss was not finite
-        chunks = 0
         batches = reader.batches(order, self.world)
         for number, batch in enumerate(tqdm(batches, total=reader.steps(self.world), desc=desc, unit="batch",
                                             disable=not self.world.is_main)):
@@ -68,12 +67,11 @@ class Trainer:
             if self.device.type == "cpu":  # free here; on a GPU the check waits for the epoch's end
                 check_finite(loss, number, desc)
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss), number, first_bad_step)
-            chunks += batch.global_size
         if first_bad_step.item() >= 0:
             check_finite(torch.tensor(math.nan), int(first_bad_step.item()), desc)
         loss_sum = sum_across(loss_sum, self.world)
         average_buffers(self.model, self.world)
-        return loss_sum.item() / chunks
+        return loss_sum.item() / reader.trained_chunks(self.world)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, share: float = 1.0) -> torch.Tensor:
         """One forward + backward + optimizer step on a prepared batch; the (detached) mean loss.
