@@ -57,7 +57,21 @@ class DecodedChunks:
 def decode_chunks(path: Path, starts_s, audio_s, sample_rate: int, chunk_samples: int,
                   min_audio_s: float) -> DecodedChunks:
     """The chunks (`starts_s`, `audio_s` seconds of real audio each) of one recording, identical to
-    `cut_chunk(decode_mono(path, sample_rate), ...)`, in memory bounded by the chunks, not the file.
+    `cut_chunk(decode_mono(path, sample_rate), ...)`, in memory bounded by the chunks, not the file:
+    `ChunkStream`'s chunks gathered into one tensor (its docstring has the bound and the errors)."""
+    stream = ChunkStream(path, starts_s, audio_s, sample_rate, chunk_samples, min_audio_s)
+    waves = torch.zeros(len(stream), chunk_samples, dtype=torch.float32)
+    for index, wave in stream:
+        waves[index] = wave
+    return DecodedChunks(waves, stream.seconds_read, stream.most_frames_held)
+
+
+class ChunkStream:
+    """Iterating yields (index, wave) for each chunk (`starts_s`, `audio_s` seconds of real audio) of
+    one recording as soon as its samples are decoded, each wave [chunk_samples] float32 as
+    `cut_chunk(decode_mono(path, sample_rate), ...)` would give it; `seconds_read` and
+    `most_frames_held` are set once the iteration ends. Chunks come as they complete (in the order
+    of their starts for chunks of one length).
 
     The file is read from its start in blocks of READ_BLOCK_SAMPLES, up to the last sample the chunks
     need (plus the resampler's reach) or to where its audio really ends, whatever its header claims.
@@ -67,50 +81,65 @@ def decode_chunks(path: Path, starts_s, audio_s, sample_rate: int, chunk_samples
     time follows the audio up to the last chunk, memory only the chunks.) Memory bound, in bytes:
 
         4 * (READ_BLOCK_SAMPLES * (1 + 1 / channels)                          read block, its downmix
-             + n_chunks * (chunk_seconds * source_rate + 2 * margin + period)  the chunks' source spans
-             + (n_chunks + 3) * chunk_seconds * sample_rate)                   waves, resampling temporaries
+             + n_open * (chunk_seconds * source_rate + 2 * margin + period)    open chunks' source spans
+             + 3 * chunk_seconds * sample_rate)                                resampling temporaries
 
-    with n_chunks <= data.max_chunks_per_recording for a train recording (a soundscape: its labelled
-    windows), source_rate <= MAX_SOURCE_SAMPLE_RATE, and margin + period a few hundredths of a second
-    (period = source_rate / gcd(source_rate, sample_rate) samples, 441 for 44.1 kHz): for 3 chunks of
-    5 s at 32 kHz, 14 MB from a mono 32 kHz file and 13 MB from a stereo 44.1 kHz one, however long
-    (measured on a 10-minute stereo 44.1 kHz WAV: +16 MiB peak RSS, against +556 MiB decoding it whole).
+    plus what the caller keeps of the yielded waves (decode_chunks: all of them). n_open counts the
+    chunks whose spans meet one read block: for a train recording at most
+    data.max_chunks_per_recording; for consecutive 5 s windows (stage predict) at most
+    READ_BLOCK_SAMPLES / (5 s x source_rate) + 2, 8 at 32 kHz, however long the file. source_rate <=
+    MAX_SOURCE_SAMPLE_RATE; margin + period are a few hundredths of a second (period = source_rate /
+    gcd(source_rate, sample_rate) samples, 441 for 44.1 kHz): for 3 chunks of 5 s at 32 kHz, 14 MB
+    from a mono 32 kHz file and 13 MB from a stereo 44.1 kHz one, however long (measured on a
+    10-minute stereo 44.1 kHz WAV: +16 MiB peak RSS, against +556 MiB decoding it whole).
 
     Raises AudioError when the file is unusable: a source rate outside [MIN_SOURCE_SAMPLE_RATE,
     MAX_SOURCE_SAMPLE_RATE] or needing too large a resampling filter, no samples, a NaN, Inf or
     absurdly large sample, or audio that ends before a chunk holds min(its audio_s, `min_audio_s`)
     seconds (its header promised more than the file holds).
     """
-    with sf.SoundFile(str(path)) as file:
-        source_rate, channels = file.samplerate, file.channels
-        claimed_s = file.frames / source_rate if source_rate > 0 else 0.0
-        resampler = _Resampler(source_rate, sample_rate)
-        plans = sorted((_ChunkPlan(k, start, seconds, sample_rate, chunk_samples, resampler)
-                        for k, (start, seconds) in enumerate(zip(starts_s, audio_s))), key=lambda c: c.begin)
-        waves = torch.zeros(len(plans), chunk_samples, dtype=torch.float32)
-        block = np.empty((max(1, READ_BLOCK_SAMPLES // channels), channels), dtype=np.float32)
-        end = max((plan.end for plan in plans), default=0)
-        position, ended, pending, next_plan, most_held = 0, False, [], 0, 0
-        while position < end and not ended:
-            audio = file.read(out=block[:min(len(block), end - position)])
-            ended = len(audio) < min(len(block), end - position)
-            mono = downmix(audio)
-            _check_samples(mono, position, source_rate)
-            while next_plan < len(plans) and plans[next_plan].begin < position + len(mono):
-                pending.append(plans[next_plan])
-                next_plan += 1
-            for plan in pending:
-                plan.take(mono, position)
-            position += len(mono)
-            most_held = max(most_held, sum(plan.held for plan in pending))
-            for plan in [plan for plan in pending if plan.end <= position]:
-                plan.finish(waves, resampler, None, min_audio_s)
-                pending.remove(plan)
-    if position == 0:
-        raise AudioError("decoded audio has no samples")
-    for plan in pending + plans[next_plan:]:  # the audio ended before these chunks were complete
-        plan.finish(waves, resampler, position, min_audio_s, claimed_s)
-    return DecodedChunks(waves, position / source_rate, most_held)
+
+    def __init__(self, path: Path, starts_s, audio_s, sample_rate: int, chunk_samples: int,
+                 min_audio_s: float):
+        self.path, self.sample_rate, self.chunk_samples = path, sample_rate, chunk_samples
+        self.starts_s, self.audio_s, self.min_audio_s = list(starts_s), list(audio_s), min_audio_s
+        self.seconds_read = 0.0
+        self.most_frames_held = 0
+
+    def __len__(self) -> int:
+        return len(self.starts_s)
+
+    def __iter__(self):
+        with sf.SoundFile(str(self.path)) as file:
+            source_rate, channels = file.samplerate, file.channels
+            claimed_s = file.frames / source_rate if source_rate > 0 else 0.0
+            resampler = _Resampler(source_rate, self.sample_rate)
+            plans = sorted((_ChunkPlan(k, start, seconds, self.sample_rate, self.chunk_samples, resampler)
+                            for k, (start, seconds) in enumerate(zip(self.starts_s, self.audio_s))),
+                           key=lambda c: c.begin)
+            block = np.empty((max(1, READ_BLOCK_SAMPLES // channels), channels), dtype=np.float32)
+            end = max((plan.end for plan in plans), default=0)
+            position, ended, pending, next_plan = 0, False, [], 0
+            while position < end and not ended:
+                audio = file.read(out=block[:min(len(block), end - position)])
+                ended = len(audio) < min(len(block), end - position)
+                mono = downmix(audio)
+                _check_samples(mono, position, source_rate)
+                while next_plan < len(plans) and plans[next_plan].begin < position + len(mono):
+                    pending.append(plans[next_plan])
+                    next_plan += 1
+                for plan in pending:
+                    plan.take(mono, position)
+                position += len(mono)
+                self.most_frames_held = max(self.most_frames_held, sum(plan.held for plan in pending))
+                self.seconds_read = position / source_rate
+                for plan in [plan for plan in pending if plan.end <= position]:
+                    pending.remove(plan)
+                    yield plan.index, plan.finish(resampler, None, self.min_audio_s)
+        if position == 0:
+            raise AudioError("decoded audio has no samples")
+        for plan in pending + plans[next_plan:]:  # the audio ended before these chunks were complete
+            yield plan.index, plan.finish(resampler, position, self.min_audio_s, claimed_s)
 
 
 def _check_samples(mono: np.ndarray, position: int, source_rate: int) -> None:
@@ -181,7 +210,7 @@ class _ChunkPlan:
 
     def __init__(self, index: int, start_s: float, audio_s: float, sample_rate: int, chunk_samples: int,
                  resampler: _Resampler):
-        self.index, self.start_s, self.sample_rate = index, start_s, sample_rate
+        self.index, self.start_s, self.sample_rate, self.chunk_samples = index, start_s, sample_rate, chunk_samples
         self.first = round(start_s * sample_rate)  # what cut_chunk takes
         self.want = min(round(audio_s * sample_rate), chunk_samples)
         self.want_s = audio_s
@@ -207,10 +236,10 @@ class _ChunkPlan:
             self.span[low - self.begin:high - self.begin] = mono[low - position:high - position]
             self.filled = high - self.begin
 
-    def finish(self, waves: torch.Tensor, resampler: _Resampler, audio_end: int | None,
-               min_audio_s: float, claimed_s: float = 0.0) -> None:
-        """Resample the span and cut the chunk into waves[index]; `audio_end`: where the file's
-        audio ended (source samples), None when it reaches past this span."""
+    def finish(self, resampler: _Resampler, audio_end: int | None, min_audio_s: float,
+               claimed_s: float = 0.0) -> torch.Tensor:
+        """The chunk's wave, its span resampled and cut; `audio_end`: where the file's audio ended
+        (source samples), None when it reaches past this span."""
         available = self.want
         if audio_end is not None:
             available = min(self.want, max(0, resampler.length(audio_end) - self.first))
@@ -224,11 +253,13 @@ class _ChunkPlan:
                 raise AudioError(f"the audio ends at {ends_s:.2f} s (its header claims {claimed_s:.2f} s), "
                                  f"too soon for the chunk at {self.start_s:g} s, which needs "
                                  f"{needed / self.sample_rate:g} s from there: {why}")
+        wave = torch.zeros(self.chunk_samples, dtype=torch.float32)
         if available > 0:
             resampled = resampler(self.span[:self.filled], at_end=audio_end is not None)
             start = self.first - self.offset
-            waves[self.index, :available] = resampled[start:start + available]
+            wave[:available] = resampled[start:start + available]
         self.span = None  # its memory goes back now
+        return wave
 
 
 def downmix(audio: np.ndarray) -> np.ndarray:
