@@ -39,6 +39,7 @@ TINY_DEMO = {
     "demo.max_recording_seconds": 8.0,
     "demo.secondary_label_fraction": 0.6,
     "demo.n_soundscapes": 2,
+    "demo.n_test_soundscapes": 1,
     "demo.soundscape_seconds": 20,
 }
 # The tiny demo in 1 s chunks (128 x 101 log-mels), featurized in-process on the CPU: a training

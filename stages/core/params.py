@@ -84,6 +84,7 @@ class DemoParams:
     secondary_label_fraction: Fraction
     odd_format_fraction: Fraction
     n_soundscapes: Count
+    n_test_soundscapes: Annotated[StrictInt, Field(ge=0)]
     soundscape_seconds: Annotated[StrictInt, Field(ge=10, multiple_of=5)]
     soundscape_nocall_fraction: Fraction
     noise_level: NonNegative
@@ -186,6 +187,14 @@ class EvaluateParams:
 
 
 @_section
+class PredictParams:
+    backend: Literal["onnx", "torch"]
+    batch_size: Count
+    threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
+                                          "must be auto or an integer >= 1")]
+
+
+@_section
 class Params:
     # numpy and torch both take it; per-epoch seeds (seed * 1000 + epoch, plus a stride per data-parallel
     # rank) stay far below torch's 64-bit limit.
@@ -197,6 +206,7 @@ class Params:
     train: TrainParams
     models: Annotated[dict[str, ModelParams], Field(min_length=1)]
     evaluate: EvaluateParams
+    predict: PredictParams
 
     def effective_lr(self, model_name: str) -> float:
         return self.lr * self.models[model_name].lr_scale

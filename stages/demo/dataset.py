@@ -39,6 +39,9 @@ SPECIES = [
 
 
 SOUNDSCAPE_SITES = ("COR", "SSW")
+# Audio ids of the labelled (train_soundscapes/) and hidden (test_soundscapes/) soundscapes: apart.
+TRAIN_SOUNDSCAPE_FIRST_ID = 10000
+TEST_SOUNDSCAPE_FIRST_ID = 50000
 
 
 METADATA_COLUMNS = [
@@ -182,11 +185,13 @@ def soundscape_window(audio: np.ndarray, end: int, p: DemoParams, rng: np.random
     return sorted(birds)
 
 
-def generate_soundscapes(p: DemoParams, out: Path, rng: np.random.Generator) -> pd.DataFrame:
-    (out / "train_soundscapes").mkdir(parents=True)
+def generate_soundscapes(p: DemoParams, count: int, first_id: int, folder: Path,
+                         rng: np.random.Generator) -> pd.DataFrame:
+    """`count` soundscapes in `folder`, audio ids from `first_id`; their window labels."""
+    folder.mkdir(parents=True)
     rows = []
-    for index in tqdm(range(p.n_soundscapes), desc="demo_data: soundscapes", unit="file"):
-        audio_id = 10000 + index * 1111
+    for index in tqdm(range(count), desc=f"demo_data: {folder.name}", unit="file"):
+        audio_id = first_id + index * 1111
         site = SOUNDSCAPE_SITES[index % len(SOUNDSCAPE_SITES)]
         n_samples = p.soundscape_seconds * p.sample_rate
         audio = background_noise(n_samples, p.sample_rate, noise_level(p, rng), rng)
@@ -200,8 +205,7 @@ def generate_soundscapes(p: DemoParams, out: Path, rng: np.random.Generator) -> 
                 "birds": " ".join(birds) if birds else "nocall",
             })
         filename = f"{audio_id}_{site}_2020{index % 12 + 1:02d}15.ogg"
-        write_ogg_vorbis(out / "train_soundscapes" / filename,
-                         np.clip(audio, -1, 1).astype(np.float32), p.sample_rate, serial=audio_id)
+        write_ogg_vorbis(folder / filename, np.clip(audio, -1, 1).astype(np.float32), p.sample_rate, serial=audio_id)
     return pd.DataFrame(rows, columns=["row_id", "site", "audio_id", "seconds", "birds"])
 
 
@@ -217,4 +221,8 @@ def generate(p: DemoParams, seed: int, out: Path) -> None:
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True)
     generate_recordings(p, out, rng).to_csv(out / "train_metadata.csv", index=False)
-    generate_soundscapes(p, out, rng).to_csv(out / "train_soundscape_labels.csv", index=False)
+    labelled = generate_soundscapes(p, p.n_soundscapes, TRAIN_SOUNDSCAPE_FIRST_ID, out / "train_soundscapes", rng)
+    labelled.to_csv(out / "train_soundscape_labels.csv", index=False)
+    # Drawn last, so the labelled data stays what it was without them. Their labels are not written,
+    # as the competition hides them; a test can still recompute them from the seed.
+    generate_soundscapes(p, p.n_test_soundscapes, TEST_SOUNDSCAPE_FIRST_ID, out / "test_soundscapes", rng)

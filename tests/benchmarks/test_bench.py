@@ -23,7 +23,7 @@ def run_bench(out, *args: str) -> dict:
 def test_bench_smoke_writes_every_figure(tmp_path):
     bench = run_bench(tmp_path)
     assert bench["smoke"] is True
-    for section in ("featurize", "training", "gpu"):
+    for section in ("featurize", "training", "gpu", "predict"):
         assert {"cpu", "cores", "torch", "gpu"} <= set(bench[f"{section}_run"]["machine"])
 
     featurize = bench["featurize"]
@@ -39,6 +39,17 @@ def test_bench_smoke_writes_every_figure(tmp_path):
     for model in training["models"].values():
         assert model["loop_samples_per_second"] > 0 and model["inference_samples_per_second"] > 0
         assert model["loop_efficiency"] == model["loop_samples_per_second"] / model["bare_step_samples_per_second"]
+
+    predict = bench["predict"]
+    assert set(predict["models"]) == {"efficientnet_b0", "ast_tiny"}
+    for model in predict["models"].values():
+        for backend in ("torch", "onnx"):
+            assert model[backend]["windows"] == 2  # one 10 s soundscape
+            assert model[backend]["projected_hidden_test_minutes"] == round(
+                9600 / model[backend]["windows_per_second"] / 60, 2)
+        assert model["faster_backend"] in ("torch", "onnx") and model["onnx_speedup_vs_torch"] > 0
+    assert predict["memory"]["short_peak_rss_mib"] > 0 and predict["memory"]["long_peak_rss_mib"] > 0
+    assert "## Predict (CPU" in (tmp_path / "bench.md").read_text()
 
     if not torch.cuda.is_available():
         assert bench["gpu"] is None

@@ -14,7 +14,7 @@ ARGS = {  # each stage's required arguments; the paths need not exist: params.ya
     "stages.train": ["--model", "ast_tiny", "--prepared", "p", "--features", "f", "--out", "o", "--live", "l",
                      "--resume-dir", "r"],
     "stages.evaluate": ["--model", "ast_tiny", "--prepared", "p", "--features", "f", "--checkpoint", "c.pt",
-                        "--out", "o"],
+                        "--out", "o", "--bundle", "b"],
     "stages.spectrograms": ["--prepared", "p", "--features", "f", "--out", "s.png"],
     "stages.report": ["--train-dir", "t", "--eval-dir", "e", "--out", "o"],
 }

@@ -27,7 +27,7 @@ def short_audio(root):
 def test_same_seed_gives_byte_identical_files(tmp_path, demo_root):
     root, _ = generated(tmp_path)
     hashes = tree_hashes(root)
-    assert len(hashes) == 9 + 2 + 2  # recordings, soundscapes, two CSV files
+    assert len(hashes) == 9 + 2 + 1 + 2  # recordings, labelled and test soundscapes, two CSV files
     assert hashes == tree_hashes(demo_root)
 
 
@@ -57,7 +57,7 @@ def test_metadata_has_the_birdclef_columns(demo_root):
 def test_audio_is_ogg_vorbis(demo_root):
     files = sorted(demo_root.rglob("*"))
     audio = [path for path in files if path.suffix == ".ogg"]
-    assert len(audio) == 11
+    assert len(audio) == 12
     for path in audio:
         info = sf.info(str(path))
         assert (info.format, info.subtype) == ("OGG", "VORBIS"), path
@@ -109,6 +109,17 @@ def test_soundscapes_and_their_labels(demo_root):
         assert sf.info(str(matches[0])).duration == pytest.approx(20.0)
     for audio_id, group in labels.groupby("audio_id"):
         assert sorted(group["seconds"]) == [5, 10, 15, 20]
+
+
+def test_test_soundscapes_are_unlabelled_and_leave_the_labelled_data_as_it_was(tmp_path, demo_root):
+    """Drawn after everything else: without them the rest of the dataset is byte for byte the same."""
+    root, _ = generated(tmp_path, {"demo.n_test_soundscapes": 0})
+    without, with_test = tree_hashes(root), tree_hashes(demo_root)
+    test_files = {name: digest for name, digest in with_test.items() if name.startswith("test_soundscapes/")}
+    assert list(test_files) == ["test_soundscapes/50000_COR_20200115.ogg"]
+    assert {name: digest for name, digest in with_test.items() if name not in test_files} == without
+    labels = pd.read_csv(demo_root / "train_soundscape_labels.csv")
+    assert not labels["audio_id"].eq(50000).any()
 
 
 def test_all_nocall_soundscapes(tmp_path):

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.repro
 
 MODELS = ("efficientnet_b0", "ast_tiny")  # the models dvc.yaml's metrics and plots name
 DATA_STAGES = ("demo_data", "prepare", "featurize", "spectrograms")
-MODEL_STAGES = tuple(f"{stage}@{model}" for stage in ("train", "evaluate") for model in MODELS)
+MODEL_STAGES = tuple(f"{stage}@{model}" for stage in ("train", "evaluate", "export", "predict") for model in MODELS)
 BASE_LR, EXP_LR = 5e-4, 1e-4
 # The README's `dvc exp show` command (its arguments), checked to fit 120 columns.
 README_EXP_SHOW = ("--no-pager", "--drop", ".*", "--keep", r"^(Experiment|(params\.yaml:)?lr|.*\.(mAP|F1))$")
@@ -62,6 +62,7 @@ def test_repro_runs_the_whole_pipeline(project, experiment):
     for model in MODELS:
         assert position["featurize"] < position[f"train@{model}"] < position[f"evaluate@{model}"]
         assert position[f"evaluate@{model}"] < position["report"]
+        assert position[f"evaluate@{model}"] < position[f"export@{model}"] < position[f"predict@{model}"]
     lock = yaml.safe_load(project.run("git", "show", "HEAD:dvc.lock").stdout)
     assert set(lock["stages"]) == {*DATA_STAGES, *MODEL_STAGES, "report"}
     for model in MODELS:
@@ -80,6 +81,11 @@ def test_repro_runs_the_whole_pipeline(project, experiment):
                 and not path.endswith(".gitignore")]
     for model in MODELS:
         assert (project.repo / "reports" / "eval" / model / "submission.csv").exists()
+        # The route to answers: the bundle completed, its ONNX copy, a submission for the unlabelled soundscape.
+        assert {"best.pt", "card.json", "model.onnx", "export.json"} <= {
+            path.name for path in (project.repo / "models" / model).iterdir()}
+        submission = pd.read_csv(project.repo / "reports" / "predict" / model / "submission.csv")
+        assert submission["row_id"].tolist() == [f"50000_COR_{end}" for end in (5, 10, 15, 20)]
     assert list(pd.read_csv(project.repo / "reports" / "comparison.csv")["model"]) == list(MODELS)
     assert (project.repo / "reports" / "loss_curves.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
