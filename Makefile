@@ -42,8 +42,8 @@ test-slow: $(DEV_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -m slow tests
 
 # Writes reports/bench.md and reports/bench.json (GPU section only on a CUDA machine).
-# SECTIONS=gpu (comma-separated, of featurize,training,gpu) runs only those and keeps the others.
-SECTIONS ?= featurize,training,gpu
+# SECTIONS=gpu (comma-separated, of featurize,training,gpu,predict) runs only those and keeps the others.
+SECTIONS ?= featurize,training,gpu,predict
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --out reports --sections $(SECTIONS)
 

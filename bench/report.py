@@ -95,6 +95,29 @@ def gpu_md(g: dict | None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def predict_md(p: dict) -> str:
+    rows = []
+    for name, m in p["models"].items():
+        for backend in ("torch", "onnx"):
+            r = m[backend]
+            projected = f"projected {p['hidden_test_windows']:,} windows (min)"
+            rows.append({"model": name, "backend": backend, "windows/s": r["windows_per_second"],
+                         projected: r["projected_hidden_test_minutes"],
+                         "ONNX / torch": f"{m['onnx_speedup_vs_torch']:.2f}x" if backend == "onnx" else "",
+                         "faster": "yes" if m["faster_backend"] == backend else ""})
+    memory = p["memory"]
+    return (f"## Predict (CPU, {p['threads']} threads, batch {p['batch_size']}, {p['classes']} classes)\n\n"
+            "End to end, as `python -m stages.predict` runs: decode + log-mel + network + the submission table, "
+            f"over {p['files']} soundscapes of {p['file_seconds']} s, after one warm-up file. Projection: BirdCLEF "
+            f"2021's hidden test, {p['hidden_test_windows']:,} windows (80 soundscapes of 10 minutes). Targets: "
+            "every model under 10 minutes with its faster backend; ONNX Runtime >= 1.3x torch eager.\n\n"
+            f"{table(rows)}\n\n"
+            f"Memory (`{memory['model']}`, ONNX backend, `python -m stages.predict` in its own process): peak RSS "
+            f"{memory['short_peak_rss_mib']:,.0f} MiB on a {memory['short_file_seconds']:,} s file, "
+            f"{memory['long_peak_rss_mib']:,.0f} MiB on a {memory['long_file_seconds']:,} s file: "
+            f"**{memory['long_vs_short_rss_ratio']:.3f}x** (windows are streamed).\n")
+
+
 def machine_line(section: str, run: dict) -> str:
     m = run["machine"]
     return (f"- `{section}`: {m['cpu']}, {m['cores']} cores, GPU: {m['gpu'] or 'none'}; torch {m['torch']}, "
@@ -102,13 +125,13 @@ def machine_line(section: str, run: dict) -> str:
 
 
 def write_reports(results: dict, out: Path) -> None:
-    sections = [name for name in ("featurize", "training", "gpu") if f"{name}_run" in results]
+    sections = [name for name in ("featurize", "training", "gpu", "predict") if f"{name}_run" in results]
     header = ("# Benchmark (`make bench`)\n\n"
               + ("**Smoke run: toy sizes, the figures mean nothing.**\n\n" if results["smoke"] else "")
               + "Each section's figures come from one run on one machine (ratios are taken within a run); "
                 "`bench.json` beside this file has them all.\n\n"
               + "\n".join(machine_line(name, results[f"{name}_run"]) for name in sections) + "\n")
-    writers = {"featurize": featurize_md, "training": training_md, "gpu": gpu_md}
+    writers = {"featurize": featurize_md, "training": training_md, "gpu": gpu_md, "predict": predict_md}
     body = [header, *(writers[name](results[name]) for name in sections)]
     write_json(out / "bench.json", results)
     write_text(out / "bench.md", "\n".join(body))

@@ -1,7 +1,8 @@
-"""`make bench`: featurize, the training data path, the training loop and (on CUDA) every GPU recipe,
-measured side by side in one run; writes reports/bench.json (the figures) and reports/bench.md.
+"""`make bench`: featurize, the training data path, the training loop, (on CUDA) every GPU recipe and
+predict on the CPU, measured side by side in one run; writes reports/bench.json (the figures) and
+reports/bench.md.
 
-    python -m bench.run [--out reports] [--sections featurize,training,gpu] [--smoke]
+    python -m bench.run [--out reports] [--sections featurize,training,gpu,predict] [--smoke]
 
 --sections runs only those sections and keeps the others' figures from the bench.json already in
 --out (each section records the machine it ran on): `--sections gpu` on a GPU machine adds its
@@ -25,6 +26,7 @@ import torch
 
 from bench.featurize_bench import featurize_figures
 from bench.gpu_bench import GpuSizes, gpu_figures
+from bench.predict_bench import PredictSizes, predict_figures
 from bench.report import write_reports
 from bench.training_bench import training_figures
 from stages.core.devices import resolve_device
@@ -39,17 +41,22 @@ class Sizes:
     loader_passes: int
     loop_steps: int             # batches in the bare-step and real-loop measurements
     gpu: GpuSizes
+    predict: PredictSizes
 
 
 FULL = Sizes(scales=[1, 4, 16], demo_overrides={}, loader_chunks=4096, loader_passes=3, loop_steps=4,
              gpu=GpuSizes(batch_sizes=[64, 128, 256], compile_batch_sizes=[256], steps=20, loop_chunks=6037,
-                          loop_batch_size=64, matmul_size=8192))
+                          loop_batch_size=64, matmul_size=8192),
+             predict=PredictSizes(files=8, file_seconds=60, short_file_seconds=600, long_file_seconds=7200,
+                                  batch_size=32))
 SMOKE = Sizes(scales=[1, 2], demo_overrides={"demo.n_species": 3, "demo.recordings_per_species": 2,
                                              "demo.max_recording_seconds": 8.0, "demo.soundscape_seconds": 10},
               loader_chunks=48, loader_passes=1, loop_steps=1,
               gpu=GpuSizes(batch_sizes=[2], compile_batch_sizes=[], steps=1, loop_chunks=5, loop_batch_size=2,
-                           matmul_size=256))
-SECTIONS = ("featurize", "training", "gpu")
+                           matmul_size=256),
+              predict=PredictSizes(files=1, file_seconds=10, short_file_seconds=20, long_file_seconds=40,
+                                  batch_size=4))
+SECTIONS = ("featurize", "training", "gpu", "predict")
 
 
 def machine() -> dict:
@@ -87,6 +94,8 @@ def measure(section: str, params, sizes: Sizes, workdir: Path, gpu_device: str) 
     if section == "training":
         return training_figures(params, workdir, sizes.loader_chunks, sizes.loop_steps, sizes.loader_passes,
                                 resolve_device(params.train.device))
+    if section == "predict":
+        return predict_figures(params, workdir, sizes.predict)
     if gpu_device == "cuda" and not torch.cuda.is_available():
         print("gpu: torch sees no CUDA device on this machine; section not measured", flush=True)
         return None
