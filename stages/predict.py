@@ -21,7 +21,7 @@ import torch
 from stages.core.atomic import atomic_path, write_json
 from stages.core.cli import run
 from stages.core.devices import cpu_threads, resolve_device
-from stages.inference.bundle import BundleError, read_bundle
+from stages.inference.bundle import WINDOW_SECONDS, BundleError, read_bundle
 from stages.inference.run import PredictError, Predictor, predict_files
 from stages.inference.scorers import BACKENDS, make_scorer
 from stages.inference.submission import COMPETITION_COLUMNS, competition_table, table_format, windows_table
@@ -68,8 +68,12 @@ def main() -> None:
     if threshold is None:
         threshold = sum(b.card.threshold.value for b in bundles) / len(bundles)
     paths = find_audio(args.audio) if args.audio.exists() else []
+    audio = bundles[0].card.audio
+    windows = (f"consecutive {WINDOW_SECONDS:g} s windows from each file's start; a tail of at least "
+               f"{audio.min_remainder_seconds:g} s is zero-padded to a window, a shorter one dropped")
     report = {"models": [str(b.folder) for b in bundles], "backend": args.backend, "threads": threads,
-              "device": str(device), "threshold": threshold, "audio": str(args.audio), "files_found": len(paths)}
+              "device": str(device), "threshold": threshold, "windows_rule": windows, "audio": str(args.audio),
+              "files_found": len(paths)}
     if not paths:
         no_audio = (f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {args.audio}" if args.audio.exists()
                     else f"{args.audio} does not exist")

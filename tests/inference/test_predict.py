@@ -54,6 +54,7 @@ def test_other_audio_gets_one_row_per_window_with_top_k_and_all_scores(bundle, t
     stereo = np.stack([chirps(6.0, 4, 48000), chirps(6.0, 5, 48000)], axis=1)
     (audio / "night").mkdir()
     sf.write(audio / "night" / "stereo48k.wav", stereo, 48000)
+    write_ogg(audio / "short.ogg", chirps(2.0, 8))  # a 2 s file: one zero-padded window
     out = tmp_path / "windows.csv"
     predict("--model", bundle.folder, "--audio", audio, "--out", out, "--top-k", 2, "--scores", "--threshold", 0.3)
     table = pd.read_csv(out)
@@ -62,7 +63,7 @@ def test_other_audio_gets_one_row_per_window_with_top_k_and_all_scores(bundle, t
     # 7 s: a 2 s tail over the bundle's 0.5 s min_remainder; the 48 kHz stereo file is decoded like the rest.
     assert table[["file", "start_s", "end_s"]].values.tolist() == [
         ["dawn.ogg", 0.0, 5.0], ["dawn.ogg", 5.0, 10.0], ["night/stereo48k.wav", 0.0, 5.0],
-        ["night/stereo48k.wav", 5.0, 10.0]]
+        ["night/stereo48k.wav", 5.0, 10.0], ["short.ogg", 0.0, 5.0]]
     scores = table[CLASSES].to_numpy()
     assert np.allclose(table["top1_score"], scores.max(axis=1), atol=1e-6)
     assert (table["top1"] == np.asarray(CLASSES)[scores.argmax(axis=1)]).all()
@@ -91,6 +92,7 @@ def test_unusable_files_are_listed_and_the_others_scored(bundle, tmp_path):
     out, report = tmp_path / "submission.csv", tmp_path / "predict.json"
     predict("--model", bundle.folder, "--audio", audio, "--out", out, "--report", report)
     assert pd.read_csv(out)["row_id"].tolist() == ["1_COR_5", "1_COR_10"]
+    assert "a tail of at least 0.5 s is zero-padded" in json.loads(report.read_text())["windows_rule"]
     listed = json.loads(report.read_text())["skipped"]
     skipped = {entry["file"].rsplit("/", 1)[1]: entry["reason"] for entry in listed}
     assert skipped["2_COR_20210101.ogg"] == "file is empty"
