@@ -26,6 +26,9 @@ MAX_RESAMPLE_FILTER_VALUES = 4 * 2**20
 # Float audio is nominally within [-1, 1]; far beyond, |STFT|^2 overflows float32 (from ~1e15) and
 # the log-mels turn infinite. 1e6 leaves room for any clipping headroom a real file has.
 MAX_ABS_SAMPLE = 1e6
+# How much shorter than its header a file may decode before it counts as damaged: MP3 encoder padding
+# and an Ogg's last partial page stay well below it; a lost Ogg page (a few thousand samples) does not.
+MAX_LENGTH_SHORTFALL_S = 0.05
 # Samples (frames x channels) read per call: 4 MiB of float32 however many channels the file has.
 READ_BLOCK_SAMPLES = 2**20
 
@@ -50,7 +53,7 @@ def decode_mono(path: Path, sample_rate: int) -> torch.Tensor:
 @dataclass
 class DecodedChunks:
     waves: torch.Tensor  # [chunks, chunk_samples] float32, as cut_chunk(decode_mono(...)) would give
-    seconds_read: float  # audio decoded, from the file's start to the last sample a chunk needs
+    seconds_read: float  # audio decoded: the whole file (its length is checked against its header)
     most_frames_held: int  # largest number of source-rate samples buffered at once (mono)
 
 
@@ -74,29 +77,32 @@ class ChunkStream:
     of their starts for chunks of one length).
 
     The file is read from its start in blocks of READ_BLOCK_SAMPLES, up to the last sample the chunks
-    need (plus the resampler's reach) or to where its audio really ends, whatever its header claims.
-    Every chunk keeps only its own span at the source rate, `margin` samples wider on each side so
-    that resampling the span alone gives bit-identical values; the span is resampled and cut as soon
-    as it is complete. (Ogg Vorbis cannot seek sample-exactly, hence the reading from the start:
-    time follows the audio up to the last chunk, memory only the chunks.) Memory bound, in bytes:
+    need (plus the resampler's reach) or to where its audio really ends, whatever its header claims;
+    then, the chunks done, on to its end, to compare its decoded length with its header's (chunks are
+    spread to a recording's end, so that rest is short). The source samples are held once, from the start of the earliest chunk not yet complete to the
+    read position, and each chunk cuts its span from them, `margin` samples wider on each side so that
+    resampling the span alone gives bit-identical values; the span is resampled and cut as soon as it
+    is complete. (Ogg Vorbis cannot seek sample-exactly, hence the reading from the start: time
+    follows the audio up to the last chunk, memory only the chunks.) Memory bound, in bytes:
 
-        4 * (READ_BLOCK_SAMPLES * (1 + 1 / channels)                          read block, its downmix
-             + n_open * (chunk_seconds * source_rate + 2 * margin + period)    open chunks' source spans
-             + 3 * chunk_seconds * sample_rate)                                resampling temporaries
+        4 * (READ_BLOCK_SAMPLES * (1 + 1 / channels)                        read block, its downmix
+             + 2 * (READ_BLOCK_SAMPLES / channels + chunk_seconds * source_rate + 2 * margin + period)
+                                                                             held samples, while appending
+             + 3 * chunk_seconds * sample_rate)                              resampling temporaries
 
-    plus what the caller keeps of the yielded waves (decode_chunks: all of them). n_open counts the
-    chunks whose spans meet one read block: for a train recording at most
-    data.max_chunks_per_recording; for consecutive 5 s windows (stage predict) at most
-    READ_BLOCK_SAMPLES / (5 s x source_rate) + 2, 8 at 32 kHz, however long the file. source_rate <=
-    MAX_SOURCE_SAMPLE_RATE; margin + period are a few hundredths of a second (period = source_rate /
-    gcd(source_rate, sample_rate) samples, 441 for 44.1 kHz): for 3 chunks of 5 s at 32 kHz, 14 MB
-    from a mono 32 kHz file and 13 MB from a stereo 44.1 kHz one, however long (measured on a
-    10-minute stereo 44.1 kHz WAV: +16 MiB peak RSS, against +556 MiB decoding it whole).
+    plus what the caller keeps of the yielded waves (decode_chunks: all of them), however many chunks
+    overlap (1,000 windows on one 60 s file hold the same samples as one) and however long the file.
+    source_rate <= MAX_SOURCE_SAMPLE_RATE; margin + period are a few hundredths of a second (period =
+    source_rate / gcd(source_rate, sample_rate) samples, 441 for 44.1 kHz): about 20 MB for 5 s chunks
+    of a mono 32 kHz file (measured on a 10-minute stereo 44.1 kHz WAV: +16 MiB peak RSS for 3
+    chunks, against +556 MiB decoding it whole).
 
     Raises AudioError when the file is unusable: a source rate outside [MIN_SOURCE_SAMPLE_RATE,
     MAX_SOURCE_SAMPLE_RATE] or needing too large a resampling filter, no samples, a NaN, Inf or
-    absurdly large sample, or audio that ends before a chunk holds min(its audio_s, `min_audio_s`)
-    seconds (its header promised more than the file holds).
+    absurdly large sample, audio that ends before a chunk holds min(its audio_s, `min_audio_s`)
+    seconds (its header promised more than the file holds), or a file that decodes more than
+    MAX_LENGTH_SHORTFALL_S shorter than its header claims (damaged mid-file: its chunks would shift),
+    the last after every chunk was yielded.
     """
 
     def __init__(self, path: Path, starts_s, audio_s, sample_rate: int, chunk_samples: int,
@@ -119,6 +125,7 @@ class ChunkStream:
                            key=lambda c: c.begin)
             block = np.empty((max(1, READ_BLOCK_SAMPLES // channels), channels), dtype=np.float32)
             end = max((plan.end for plan in plans), default=0)
+            held = _HeldSamples()
             position, ended, pending, next_plan = 0, False, [], 0
             while position < end and not ended:
                 audio = file.read(out=block[:min(len(block), end - position)])
@@ -128,18 +135,84 @@ class ChunkStream:
                 while next_plan < len(plans) and plans[next_plan].begin < position + len(mono):
                     pending.append(plans[next_plan])
                     next_plan += 1
-                for plan in pending:
-                    plan.take(mono, position)
+                held.append(mono, position, min((plan.begin for plan in pending), default=position + len(mono)),
+                            max((plan.end for plan in pending), default=position))
                 position += len(mono)
-                self.most_frames_held = max(self.most_frames_held, sum(plan.held for plan in pending))
+                self.most_frames_held = max(self.most_frames_held, len(held.samples))
                 self.seconds_read = position / source_rate
                 for plan in [plan for plan in pending if plan.end <= position]:
                     pending.remove(plan)
-                    yield plan.index, plan.finish(resampler, None, self.min_audio_s)
+                    yield plan.index, plan.finish(held.span(plan.begin, plan.end), resampler, None, self.min_audio_s)
+                # Later plans begin at or after `position`: what no pending plan needs goes back now.
+                held.drop_before(min((plan.begin for plan in pending), default=position))
+            rest = 0 if ended else _frames_left(file, block)
+            claimed_frames = file.frames
         if position == 0:
             raise AudioError("decoded audio has no samples")
         for plan in pending + plans[next_plan:]:  # the audio ended before these chunks were complete
-            yield plan.index, plan.finish(resampler, position, self.min_audio_s, claimed_s)
+            span = held.span(plan.begin, min(plan.end, position))
+            yield plan.index, plan.finish(span, resampler, position, self.min_audio_s, claimed_s)
+        self.seconds_read = (position + rest) / source_rate
+        _check_length(position + rest, claimed_frames, source_rate)
+
+
+def chunk_batches(stream: ChunkStream, size: int):
+    """The stream's chunks `size` at a time as they are decoded: (indices, waves [n, chunk_samples])."""
+    indices, waves = [], []
+    for index, wave in stream:
+        indices.append(index)
+        waves.append(wave)
+        if len(waves) == size:
+            yield indices, torch.stack(waves).numpy()
+            indices, waves = [], []
+    if waves:
+        yield indices, torch.stack(waves).numpy()
+
+
+class _HeldSamples:
+    """The file's mono source samples from `start` on, as far as read: one buffer that every chunk
+    cuts its span from, so chunks that overlap (many windows on one file) share their samples."""
+
+    def __init__(self):
+        self.start = 0
+        self.samples = np.zeros(0, dtype=np.float32)
+
+    def append(self, mono: np.ndarray, position: int, keep_from: int, keep_until: int) -> None:
+        """Add a block read at `position`, keeping only [keep_from, keep_until): what the pending
+        chunks span (later chunks begin after this block)."""
+        part = mono[max(0, keep_from - position):max(0, keep_until - position)]
+        if not len(self.samples):
+            self.start = max(keep_from, position)
+            self.samples = part.copy()  # `mono` may be a view of the reused read block
+        elif len(part):
+            self.samples = np.concatenate([self.samples, part])
+
+    def drop_before(self, sample: int) -> None:
+        if sample > self.start:
+            self.samples = self.samples[min(sample - self.start, len(self.samples)):]
+            self.start = sample
+
+    def span(self, begin: int, end: int) -> np.ndarray:
+        return self.samples[max(0, begin - self.start):max(0, end - self.start)]
+
+
+def _frames_left(file: sf.SoundFile, block: np.ndarray) -> int:
+    """Frames from the read position to where the file's audio really ends (decoded, then dropped)."""
+    left = 0
+    while True:
+        read = len(file.read(out=block))
+        left += read
+        if read < len(block):
+            return left
+
+
+def _check_length(decoded: int, claimed: int, source_rate: int) -> None:
+    """A file whose audio ends well before its header says was damaged on the way (an Ogg page lost
+    mid-file shifts everything after it): every chunk past the damage would come from the wrong time."""
+    if (claimed - decoded) / source_rate > MAX_LENGTH_SHORTFALL_S:
+        raise AudioError(f"the file decodes to {decoded / source_rate:.2f} s but its header claims "
+                         f"{claimed / source_rate:.2f} s: it is damaged (data lost mid-file or at its end), so "
+                         "its chunks cannot be placed in time; replace it with an intact copy")
 
 
 def _check_samples(mono: np.ndarray, position: int, source_rate: int) -> None:
@@ -220,26 +293,12 @@ class _ChunkPlan:
         self.begin = max(0, first_block * orig)  # a multiple of orig: resampled blocks align
         self.end = max(self.begin, last_block * orig)
         self.offset = (self.begin // orig) * new  # output index of the span's first resampled sample
-        self.span: np.ndarray | None = None
-        self.filled = 0
 
-    @property
-    def held(self) -> int:
-        return 0 if self.span is None else len(self.span)
-
-    def take(self, mono: np.ndarray, position: int) -> None:
-        """Copy the part of a block (source samples from `position`) that falls in this span."""
-        if self.span is None:
-            self.span = np.empty(self.end - self.begin, dtype=np.float32)
-        low, high = max(self.begin, position), min(self.end, position + len(mono))
-        if low < high:
-            self.span[low - self.begin:high - self.begin] = mono[low - position:high - position]
-            self.filled = high - self.begin
-
-    def finish(self, resampler: _Resampler, audio_end: int | None, min_audio_s: float,
+    def finish(self, span: np.ndarray, resampler: _Resampler, audio_end: int | None, min_audio_s: float,
                claimed_s: float = 0.0) -> torch.Tensor:
-        """The chunk's wave, its span resampled and cut; `audio_end`: where the file's audio ended
-        (source samples), None when it reaches past this span."""
+        """The chunk's wave: `span` (its source samples from `begin`, as far as the audio reaches)
+        resampled and cut; `audio_end`: where the file's audio ended (source samples), None when it
+        reaches past this span."""
         available = self.want
         if audio_end is not None:
             available = min(self.want, max(0, resampler.length(audio_end) - self.first))
@@ -255,10 +314,9 @@ class _ChunkPlan:
                                  f"{needed / self.sample_rate:g} s from there: {why}")
         wave = torch.zeros(self.chunk_samples, dtype=torch.float32)
         if available > 0:
-            resampled = resampler(self.span[:self.filled], at_end=audio_end is not None)
+            resampled = resampler(span, at_end=audio_end is not None)
             start = self.first - self.offset
             wave[:available] = resampled[start:start + available]
-        self.span = None  # its memory goes back now
         return wave
 
 

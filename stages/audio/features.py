@@ -23,7 +23,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from stages.audio.decode import AudioError, decode_chunks
+from stages.audio.decode import AudioError, ChunkStream, chunk_batches, decode_chunks
 from stages.audio.logmel import CpuLogMel, LogMel
 from stages.audio.store import FeatureStats, FeatureWriter, TrainStats, check_free_space
 from stages.core.atomic import atomic_path, write_json
@@ -35,6 +35,9 @@ from stages.core.problems import Problems
 # worker that finished its short files waits idle behind the other's long one. CPU items are float16
 # log-mels; GPU-path items are 4x larger waveforms and the GPU keeps up, so those keep the default.
 CPU_PREFETCH_FILES = 8
+# Chunks whose waveforms a CPU worker holds before turning them into log-mels (640 KB each at 5 s,
+# 32 kHz): a file with many chunks costs its float16 log-mels, not its float32 waveforms.
+MEL_BATCH_CHUNKS = 16
 
 
 class RecordingChunks(torch.utils.data.Dataset):
@@ -57,21 +60,30 @@ class RecordingChunks(torch.utils.data.Dataset):
         item = {"path": str(path), "chunk_ids": group["chunk_id"].tolist(), "error": None,
                 "audio_seconds": 0.0, "waves": None, "mels": None}
         try:
-            decoded = decode_chunks(path, group["start_s"].tolist(), group["audio_s"].tolist(),
-                                    self.p.sample_rate, self.p.chunk_samples, self.p.min_remainder_seconds)
+            if self.frontend is None:
+                decoded = decode_chunks(path, group["start_s"].tolist(), group["audio_s"].tolist(),
+                                        self.p.sample_rate, self.p.chunk_samples, self.p.min_remainder_seconds)
+                item["waves"], item["audio_seconds"] = decoded.waves, decoded.seconds_read
+            else:
+                item["mels"], item["audio_seconds"] = self._mels(path, group)
         except AudioError as err:
             item["error"] = str(err)
-            return item
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as err:
             item["error"] = f"cannot decode audio ({err})"
-            return item
-        item["audio_seconds"] = decoded.seconds_read
-        waves = decoded.waves
-        if self.frontend is None:
-            item["waves"] = waves
-        else:  # float16 here halves what travels back to the main process
-            item["mels"] = self.frontend(waves.numpy()).astype(np.float16)
         return item
+
+    def _mels(self, path: Path, group: pd.DataFrame) -> tuple[np.ndarray, float]:
+        """float16 log-mels of the group's chunks, computed MEL_BATCH_CHUNKS at a time as they are
+        decoded (float16 here halves what travels back to the main process); seconds decoded."""
+        stream = ChunkStream(path, group["start_s"].tolist(), group["audio_s"].tolist(), self.p.sample_rate,
+                             self.p.chunk_samples, self.p.min_remainder_seconds)
+        mels = None
+        for indices, waves in chunk_batches(stream, MEL_BATCH_CHUNKS):
+            batch = self.frontend(waves)
+            if mels is None:
+                mels = np.empty((len(stream), *batch.shape[1:]), dtype=np.float16)
+            mels[indices] = batch
+        return mels, stream.seconds_read
 
 
 def featurize(chunks: pd.DataFrame, root: Path, data: DataParams, fp: FeatureParams, out: Path,

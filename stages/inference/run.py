@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 from tqdm import tqdm
 
-from stages.audio.decode import AudioError, ChunkStream
+from stages.audio.decode import AudioError, ChunkStream, chunk_batches
 from stages.audio.logmel import CpuLogMel
 from stages.birdclef.metadata import audio_duration
 from stages.inference.bundle import AudioSettings, Bundle
@@ -78,17 +77,9 @@ class Predictor:
         stream = ChunkStream(path, [w.chunk_start_s for w in windows], [w.chunk_audio_s for w in windows],
                              self.audio.sample_rate, self.audio.chunk_samples, self.audio.min_remainder_seconds)
         scores = np.zeros((len(windows), len(self.classes)), dtype=np.float32)
-        indices, waves = [], []
-        for index, wave in _decoded(stream):
-            indices.append(index)
-            waves.append(wave)
-            if len(waves) == self.batch_size:
-                scores[indices] = self._score(torch.stack(waves).numpy())
-                progress.update(len(waves))
-                indices, waves = [], []
-        if waves:
-            scores[indices] = self._score(torch.stack(waves).numpy())
-            progress.update(len(waves))
+        for indices, waves in _decoded(chunk_batches(stream, self.batch_size)):
+            scores[indices] = self._score(waves)
+            progress.update(len(indices))
         return scores
 
     def _score(self, waves: np.ndarray) -> np.ndarray:
@@ -119,9 +110,9 @@ def predict_files(paths: list[Path], root: Path, predictor: Predictor, strict: b
     return run
 
 
-def _decoded(stream: ChunkStream):
-    """The stream's (index, wave) pairs, its decoding failures as AudioError (the file is skipped)."""
-    chunks = iter(stream)
+def _decoded(batches):
+    """The batches of a ChunkStream, its decoding failures as AudioError (the file is skipped)."""
+    chunks = iter(batches)
     while True:
         try:
             yield next(chunks)

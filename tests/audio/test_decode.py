@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 
 from helpers import make_params, tone, write_ogg
-from stages.audio.decode import AudioError, cut_chunk, decode_chunks, decode_mono, downmix
+from stages.audio.decode import READ_BLOCK_SAMPLES, AudioError, cut_chunk, decode_chunks, decode_mono, downmix
 from stages.audio.logmel import LogMel
+from stages.audio.ogg import pages
 
 SR = 32000
 
@@ -65,14 +66,41 @@ def test_decode_chunks_gives_exactly_the_chunks_of_the_whole_file(tmp_path, rate
     assert decoded.seconds_read == pytest.approx(10.0, abs=1e-3)
 
 
-def test_decode_chunks_reads_only_up_to_the_last_chunk(tmp_path):
+def test_decode_chunks_holds_only_the_chunks_and_checks_the_length_to_the_end(tmp_path):
     path = write_audio(tmp_path / "long.wav", 60.0, 44100)
     decoded = decode_chunks(path, [0.0, 10.0], [5.0, 5.0], SR, 5 * SR, 2.0)
-    assert 15.0 <= decoded.seconds_read <= 15.1
-    # At most the two chunks' spans (plus a few hundred samples of resampler margin each) were held,
-    # never the file or the 5 s between them.
-    assert decoded.most_frames_held <= 2 * (5 * 44100 + 2000)
+    assert decoded.seconds_read == pytest.approx(60.0)  # on to the end, to compare with the header
+    # At most what the two chunks span together (0 to 15 s, plus a few hundred samples of resampler
+    # margin), never the file.
+    assert decoded.most_frames_held <= 15 * 44100 + 2000
     torch.testing.assert_close(decoded.waves, reference_chunks(path, [(0.0, 5.0), (10.0, 5.0)]), rtol=0, atol=0)
+
+
+def test_an_ogg_damaged_mid_file_is_refused_even_when_its_chunks_come_before_the_damage(tmp_path):
+    """A page lost at about 7 s: the chunk at 0-5 s decodes as before, but everything after the hole
+    would be shifted in time; the file decodes shorter than its header claims and is refused."""
+    intact = write_audio(tmp_path / "intact.ogg", 10.0, SR)
+    data = intact.read_bytes()
+    audio_pages = list(pages(data))[3:-1]  # after the three header pages, before the last
+    hole = audio_pages[int(0.7 * len(audio_pages))]
+    damaged = tmp_path / "damaged.ogg"
+    damaged.write_bytes(data[:hole.offset] + data[hole.end:])
+    assert sf.info(str(damaged)).frames == sf.info(str(intact)).frames  # the header still claims 10 s
+    assert decode_chunks(intact, [0.0], [5.0], SR, 5 * SR, 2.0).seconds_read == pytest.approx(10.0)
+    with pytest.raises(AudioError, match=r"decodes to \d+\.\d+ s but its header claims 10.00 s: it is damaged"):
+        decode_chunks(damaged, [0.0], [5.0], SR, 5 * SR, 2.0)
+
+
+@pytest.mark.parametrize("rate, channels", [(44100, 2), (32000, 1)])
+def test_many_overlapping_chunks_share_the_samples_they_hold(tmp_path, rate, channels):
+    """200 windows, 0.25 s apart, on one 60 s file: each is still bit-identical to cutting the whole
+    decoded file, and the decoder holds the samples once (about one read block plus a window), not
+    once per window (200 x 5 s, the whole file 17 times over)."""
+    path = write_audio(tmp_path / "busy.wav", 60.0, rate, channels)
+    chunks = [(0.25 * k, 5.0) for k in range(200)]
+    decoded = decode_chunks(path, *zip(*chunks), SR, 5 * SR, 2.0)
+    torch.testing.assert_close(decoded.waves, reference_chunks(path, chunks), rtol=0, atol=0)
+    assert decoded.most_frames_held <= READ_BLOCK_SAMPLES // channels + 5 * rate + 2000
 
 
 @pytest.mark.parametrize("rate, reason", [
