@@ -25,7 +25,7 @@ from stages.demo.dataset import generate_soundscapes
 from stages.inference.bundle import Threshold, make_card, read_bundle, write_card
 from stages.inference.export import export_onnx
 from stages.inference.run import Predictor, predict_files
-from stages.inference.scorers import BACKENDS, make_scorer
+from stages.inference.backends import BACKENDS, load_backend
 from stages.inference.submission import competition_table
 from stages.inference.windows import find_audio
 from stages.models.factory import create_model
@@ -67,8 +67,7 @@ def bundle_for(params: Params, name: str, folder: Path) -> Path:
 
 def windows_per_second(folder: Path, backend: str, audio: Path, batch_size: int, threads: int) -> dict:
     bundle = read_bundle(folder)
-    predictor = Predictor([bundle], [make_scorer(bundle, backend, torch.device("cpu"), threads, batch_size)],
-                          batch_size)
+    predictor = Predictor([bundle], load_backend(backend, threads, "cpu", batch_size), batch_size)
     paths = find_audio(audio)
     predict_files(paths[:1], audio, predictor, strict=True)  # warm-up: first-call allocations, kernel choice
     started = time.perf_counter()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.audio.decode import AudioError
+from stages.audio.stream import AudioError
 from stages.audio.features import write_features
 from stages.audio.store import DiskSpaceError
 from stages.core.cli import run

@@ -9,6 +9,8 @@ Files named like BirdCLEF soundscapes (`<audio_id>_<SITE>_<date>.ogg`) give the 
 `row_id,birds`; any other audio one row per window with file, start, end, birds and the top-k scores
 (stages/inference/submission.py). The windows, the tail rule and the memory bound:
 stages/inference/windows.py and stages/inference/run.py; the bundle: stages/inference/bundle.py.
+`--backend onnx` runs on ONNX Runtime and numpy alone, without torch or timm
+(stages/inference/backends.py).
 """
 
 from __future__ import annotations
@@ -16,17 +18,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
 from stages.core.atomic import atomic_path, write_json
 from stages.core.cli import run
-from stages.core.devices import cpu_threads, resolve_device
+from stages.core.threads import cpu_threads
+from stages.inference.backends import BACKENDS, load_backend
 from stages.inference.bundle import WINDOW_SECONDS, BundleError, read_bundle
 from stages.inference.run import PredictError, Predictor, predict_files
-from stages.inference.scorers import BACKENDS, make_scorer
 from stages.inference.submission import COMPETITION_COLUMNS, competition_table, table_format, windows_table
 from stages.inference.windows import AUDIO_SUFFIXES, find_audio
-from stages.training.checkpoints import CheckpointError
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the submission CSV")
     parser.add_argument("--report", type=Path, help="also write a JSON report: files, skips, windows/s")
     parser.add_argument("--backend", choices=BACKENDS, default="torch",
-                        help="torch, or onnx (ONNX Runtime; needs model.onnx from stages.export)")
+                        help="torch, or onnx (ONNX Runtime and numpy, no torch; needs model.onnx from stages.export)")
     parser.add_argument("--batch-size", type=int, default=32, help="windows per forward pass")
     parser.add_argument("--threads", default="auto", help="CPU threads: a number, or auto (OMP_NUM_THREADS, else all)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="torch backend only")
@@ -62,8 +61,6 @@ def main() -> None:
     args = parse_args()
     bundles = [read_bundle(folder) for folder in args.model]
     threads = cpu_threads(args.threads)
-    torch.set_num_threads(threads)
-    device = resolve_device(args.device)
     threshold = args.threshold
     if threshold is None:
         threshold = sum(b.card.threshold.value for b in bundles) / len(bundles)
@@ -72,8 +69,8 @@ def main() -> None:
     windows = (f"consecutive {WINDOW_SECONDS:g} s windows from each file's start; a tail of at least "
                f"{audio.min_remainder_seconds:g} s is zero-padded to a window, a shorter one dropped")
     report = {"models": [str(b.folder) for b in bundles], "backend": args.backend, "threads": threads,
-              "device": str(device), "threshold": threshold, "windows_rule": windows, "audio": str(args.audio),
-              "files_found": len(paths)}
+              "device": args.device if args.backend == "torch" else "cpu", "threshold": threshold,
+              "windows_rule": windows, "audio": str(args.audio), "files_found": len(paths)}
     if not paths:
         no_audio = (f"no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) in {args.audio}" if args.audio.exists()
                     else f"{args.audio} does not exist")
@@ -86,8 +83,8 @@ def main() -> None:
                                     "skipped": [], "seconds": 0.0, "windows_per_second": None})
         return
 
-    scorers = [make_scorer(b, args.backend, device, threads, args.batch_size) for b in bundles]
-    predictor = Predictor(bundles, scorers, args.batch_size)
+    backend = load_backend(args.backend, threads, args.device, args.batch_size)
+    predictor = Predictor(bundles, backend, args.batch_size)
     root = args.audio.parent if args.audio.is_file() else args.audio
     result = predict_files(paths, root, predictor, args.strict)
     if not result.files:
@@ -115,4 +112,4 @@ def _write_report(path: Path | None, report: dict) -> None:
 
 
 if __name__ == "__main__":
-    run(main, BundleError, CheckpointError, PredictError)
+    run(main, BundleError, PredictError)

@@ -2,7 +2,7 @@
 
 Worker processes decode each recording once (mono, resampled to data.sample_rate), as far as its
 last chunk and holding only the chunks' spans, so memory follows the chunks, not the file or what its
-header claims (stages/audio/decode.py). A file that cannot be used (undecodable, an odd sample
+header claims (stages/audio/stream.py). A file that cannot be used (undecodable, an odd sample
 rate, NaN or Inf samples, less audio than its header promised) is skipped, its rows left zero and
 invalid, or with data.strict stops the stage. The free disk space for features.npy is checked before
 it is created. On the CPU the workers also compute the log-mels (one thread each, so every core does
@@ -23,7 +23,8 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from stages.audio.decode import AudioError, ChunkStream, chunk_batches, decode_chunks
+from stages.audio.decode import TorchaudioFilter, decode_chunks
+from stages.audio.stream import AudioError, ChunkStream, chunk_batches
 from stages.audio.logmel import CpuLogMel, LogMel
 from stages.audio.store import FeatureStats, FeatureWriter, TrainStats, check_free_space
 from stages.core.atomic import atomic_path, write_json
@@ -76,7 +77,7 @@ class RecordingChunks(torch.utils.data.Dataset):
         """float16 log-mels of the group's chunks, computed MEL_BATCH_CHUNKS at a time as they are
         decoded (float16 here halves what travels back to the main process); seconds decoded."""
         stream = ChunkStream(path, group["start_s"].tolist(), group["audio_s"].tolist(), self.p.sample_rate,
-                             self.p.chunk_samples, self.p.min_remainder_seconds)
+                             self.p.chunk_samples, self.p.min_remainder_seconds, TorchaudioFilter)
         mels = None
         for indices, waves in chunk_batches(stream, MEL_BATCH_CHUNKS):
             batch = self.frontend(waves)

@@ -19,7 +19,8 @@ import torch
 
 from stages.core.atomic import atomic_path, write_json
 from stages.inference.bundle import EXPORT_REPORT_FILE, Bundle
-from stages.inference.scorers import ONNX_INPUT, ONNX_OUTPUT, ONNX_WEIGHTS_KEY, bundle_network
+from stages.inference.onnx_scorer import ONNX_INPUT, ONNX_OUTPUT, ONNX_WEIGHTS_KEY
+from stages.inference.torch_scorer import bundle_network
 
 # The ONNX operator set: 18 is what torch's exporter targets natively in torch 2.11 and what ONNX
 # Runtime >= 1.14 runs; Kaggle's images carry newer.

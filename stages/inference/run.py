@@ -1,10 +1,10 @@
 """What stage predict computes: every window of every audio file scored by one or more bundles.
 
-Each file is decoded as featurize decodes (stages/audio/decode.py: bounded memory, the same checks),
+Each file is decoded as featurize decodes (stages/audio/stream.py: bounded memory, the same checks),
 streamed window by window: at most `batch_size` windows' waves and log-mels are held at once, plus the
-read block and the source spans of the windows it meets (8 at 32 kHz), however long the file
-(`ChunkStream`'s bound: about 4 x (2 M + batch_size x 0.3 M + 8 x 0.16 M) bytes, 50 MB at batch
-32). What grows with the audio is its scores alone: windows x classes float32, 1.6 KB a window for
+read block and the source samples the open windows share, however long the file (`ChunkStream`'s
+bound: about 20 MB, plus 4 x batch_size x 0.3 M bytes of waves and log-mels, 60 MB at batch 32).
+What grows with the audio is its scores alone: windows x classes float32, 1.6 KB a window for
 BirdCLEF 2021's 397 classes (1.1 MB for a 2-hour file). A file that cannot be used is listed and
 skipped, or with `strict` stops the run. Several bundles: their probabilities are averaged (an
 ensemble).
@@ -20,9 +20,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from stages.audio.decode import AudioError, ChunkStream, chunk_batches
-from stages.audio.logmel import CpuLogMel
+from stages.audio.stream import AudioError, ChunkStream, chunk_batches
 from stages.birdclef.metadata import audio_duration
+from stages.inference.backends import Backend
 from stages.inference.bundle import AudioSettings, Bundle
 from stages.inference.windows import Window, plan_windows
 
@@ -64,18 +64,20 @@ def common_audio(bundles: list[Bundle]) -> tuple[AudioSettings, list[str]]:
 
 
 class Predictor:
-    """Scores files with every (bundle, scorer) pair; log-mels computed once per distinct front end."""
+    """Scores files with every bundle on `backend`; log-mels computed once per distinct front end."""
 
-    def __init__(self, bundles: list[Bundle], scorers: list, batch_size: int):
+    def __init__(self, bundles: list[Bundle], backend: Backend, batch_size: int):
         self.audio, self.classes = common_audio(bundles)
         self.mels = [bundle.card.mel for bundle in bundles]
-        self.front_ends = {mel: CpuLogMel(mel, self.audio.sample_rate) for mel in set(self.mels)}
-        self.scorers = scorers
+        self.front_ends = {mel: backend.log_mel(mel, self.audio.sample_rate) for mel in set(self.mels)}
+        self.scorers = [backend.scorer(bundle) for bundle in bundles]
+        self.make_filter = backend.make_filter
         self.batch_size = batch_size
 
     def score_file(self, path: Path, windows: list[Window], progress: tqdm) -> np.ndarray:
         stream = ChunkStream(path, [w.chunk_start_s for w in windows], [w.chunk_audio_s for w in windows],
-                             self.audio.sample_rate, self.audio.chunk_samples, self.audio.min_remainder_seconds)
+                             self.audio.sample_rate, self.audio.chunk_samples, self.audio.min_remainder_seconds,
+                             self.make_filter)
         scores = np.zeros((len(windows), len(self.classes)), dtype=np.float32)
         for indices, waves in _decoded(chunk_batches(stream, self.batch_size)):
             scores[indices] = self._score(waves)

@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from helpers import make_params, tone, write_ogg
-from stages.audio.decode import READ_BLOCK_SAMPLES, AudioError, cut_chunk, decode_chunks, decode_mono, downmix
+from stages.audio.decode import cut_chunk, decode_chunks, decode_mono
+from stages.audio.stream import READ_BLOCK_SAMPLES, AudioError, downmix
 from stages.audio.logmel import LogMel
 from stages.audio.ogg import pages
 

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from helpers import chunk_table, make_params, ogg_claiming, run_featurize, tone, write_ogg
-from stages.audio.decode import MIN_SOURCE_SAMPLE_RATE, READ_BLOCK_SAMPLES
+from stages.audio.stream import MIN_SOURCE_SAMPLE_RATE, READ_BLOCK_SAMPLES
 from stages.audio.features import RecordingChunks
 from stages.birdclef.chunks import chunk_windows
 from stages.core.problems import DatasetError

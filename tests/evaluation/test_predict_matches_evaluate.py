@@ -1,13 +1,13 @@
 """The route from a trained model to answers: its bundle (card written as stage evaluate writes it,
 model.onnx as stage export does) run by predict on the labelled soundscapes gives exactly evaluate's
-submission at the same threshold, with either backend."""
+submission at the same threshold: the torch backend computes the very same features, the ONNX one
+(numpy front end) the same labels from scores within float32 rounding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from stages.audio.store import read_feature_stats
 from stages.birdclef.prepared import read_classes
@@ -16,7 +16,7 @@ from stages.export import check_rows
 from stages.inference.bundle import make_card, read_bundle, write_card
 from stages.inference.export import export_onnx
 from stages.inference.run import Predictor, predict_files
-from stages.inference.scorers import make_scorer
+from stages.inference.backends import load_backend
 from stages.inference.submission import competition_table
 from stages.inference.windows import find_audio
 
@@ -35,8 +35,7 @@ def bundle(evaluated):
 
 
 def predicted(bundle, backend: str, root):
-    scorer = make_scorer(bundle, backend, torch.device("cpu"), 1, 16)
-    predictor = Predictor([bundle], [scorer], 16)
+    predictor = Predictor([bundle], load_backend(backend, 1, "cpu", 16), 16)
     run = predict_files(find_audio(root / "train_soundscapes"), root / "train_soundscapes", predictor, strict=True)
     return run, competition_table(run.files, predictor.classes, bundle.card.threshold.value)
 
@@ -57,4 +56,6 @@ def test_both_backends_give_the_same_scores(bundle, demo_root):
     assert torch_table.equals(onnx_table)
     torch_scores = np.concatenate([f.scores for f in torch_run.files])
     onnx_scores = np.concatenate([f.scores for f in onnx_run.files])
-    assert np.abs(torch_scores - onnx_scores).max() < 1e-5
+    # The ONNX backend's numpy front end differs from featurize's in float32 rounding (a float16 step
+    # in well under 1% of the log-mel values): scores agree to about 1e-4.
+    assert np.abs(torch_scores - onnx_scores).max() < 1e-3

@@ -11,7 +11,8 @@ import torch
 
 from bundle_files import CLASSES, make_bundle
 from stages.inference.bundle import BUNDLE_VERSION, BundleError, file_sha256, read_bundle
-from stages.inference.scorers import OnnxScorer, TorchScorer, bundle_network
+from stages.inference.onnx_scorer import OnnxScorer
+from stages.inference.torch_scorer import TorchScorer, bundle_network
 from stages.training.checkpoints import save
 
 CPU = torch.device("cpu")

@@ -11,7 +11,8 @@ import torch
 
 from bundle_files import feature_rows, make_bundle
 from stages.inference.export import MAX_LOGIT_DIFF, ExportError, export_onnx
-from stages.inference.scorers import OnnxScorer, TorchScorer
+from stages.inference.onnx_scorer import OnnxScorer
+from stages.inference.torch_scorer import TorchScorer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -12,10 +12,11 @@ import pytest
 import soundfile as sf
 
 from bundle_files import CLASSES, chirps, make_bundle, write_soundscape
-from helpers import ROOT, run_stage, write_ogg
-from stages.audio.decode import ChunkStream
+from helpers import ROOT, run_stage, subprocess_env, write_ogg
+from stages.audio.stream import ChunkStream
 from stages.inference.run import PredictError
 from stages.predict import main
+from subprocesses import run_subprocess
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,3 +154,34 @@ def test_the_command_fails_without_a_traceback(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
     assert "no card.json" in result.stderr
+
+
+# Run as `python -c`: the named packages cannot be imported, then `python -m stages.predict ARGS`.
+WITHOUT_TORCH = """
+import runpy, sys
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "torchaudio", "torchvision", "timm"}:
+            raise ImportError(f"{name} is not installed here")
+sys.meta_path.insert(0, Blocked())
+sys.argv = ["stages.predict", *sys.argv[1:]]
+runpy.run_module("stages.predict", run_name="__main__")
+"""
+
+
+def test_the_onnx_backend_runs_without_torch_or_timm(bundle, tmp_path):
+    """What a Kaggle notebook with onnxruntime and numpy but no torch can run: a 44.1 kHz stereo
+    file is resampled and turned into log-mels by the numpy front end."""
+    audio = tmp_path / "a"
+    (audio).mkdir()
+    sf.write(audio / "stereo44k.wav", np.stack([chirps(7.0, 2, 44100)] * 2, axis=1), 44100)
+    out = tmp_path / "s.csv"
+    result = run_subprocess([sys.executable, "-c", WITHOUT_TORCH, "--model", str(bundle.folder), "--audio", str(audio),
+                             "--out", str(out), "--backend", "onnx", "--scores"],
+                            cwd=ROOT, env=subprocess_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    onnx = pd.read_csv(out)
+    predict("--model", bundle.folder, "--audio", audio, "--out", tmp_path / "t.csv", "--scores")
+    with_torch = pd.read_csv(tmp_path / "t.csv")
+    assert onnx[["file", "start_s", "end_s"]].equals(with_torch[["file", "start_s", "end_s"]])
+    assert np.abs(onnx[CLASSES].to_numpy() - with_torch[CLASSES].to_numpy()).max() < 1e-3
