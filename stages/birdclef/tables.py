@@ -14,7 +14,8 @@ import pandas as pd
 
 from stages.birdclef.chunks import chunk_windows, soundscape_chunk
 from stages.birdclef.labels import NOCALL, split_known, weak_target
-from stages.birdclef.metadata import METADATA_FILE, SOUNDSCAPE_LABELS_FILE, read_recordings, read_soundscape_windows
+from stages.birdclef.metadata import METADATA_FILE, read_recordings
+from stages.birdclef.soundscapes import SOUNDSCAPE_LABELS_FILE, read_soundscape_windows
 from stages.core.atomic import atomic_path, write_json
 from stages.core.params import DataParams, Params
 from stages.core.problems import DatasetError, Problems

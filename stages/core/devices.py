@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
+
+from stages.core.threads import cpu_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -20,18 +20,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return "cpu"
-
-
-def cpu_threads(setting: int | str) -> int:
-    """train.threads resolved: a number as given; `auto` is OMP_NUM_THREADS when set (so
-    `OMP_NUM_THREADS=1 dvc queue start -j 2` gives each run one core), else the CPUs this process
-    may run on (its affinity mask, which containers and `taskset` narrow; os.cpu_count() does not)."""
-    if setting != "auto":
-        return int(setting)
-    from_env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if from_env.isdigit() and int(from_env) >= 1:
-        return int(from_env)
-    return len(os.sched_getaffinity(0))
 
 
 def pin_cpu_computation(setting: int | str, device: torch.device, sharing: int = 1) -> int:

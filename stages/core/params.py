@@ -14,17 +14,15 @@ arch that is not ours exists is timm's to say: the stages that build models ask 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, get_args, get_type_hints
+from typing import Annotated, Any, Literal, get_args, get_type_hints
 
 import yaml
-from pydantic import (BeforeValidator, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr,
-                      TypeAdapter, ValidationError, model_validator)
-from pydantic.dataclasses import dataclass
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, Field, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
 
+from stages.core.param_types import (AutoOrCount, Count, Device, Fraction, NonNegative, Number, Open01,
+                                     Positive, SampleRate, either, rule, section)
 from stages.models.ast_options import OptionError
 from stages.models.registry import MODELS, UnknownArch, check_arch
 
@@ -33,47 +31,8 @@ class ParamsError(ValueError):
     """A value in params.yaml is missing, unknown or out of range."""
 
 
-def _number(value: Any) -> float:
-    # PyYAML reads `1e-4` (no decimal point) as a string; accept it as the number it means.
-    try:
-        number = math.nan if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if math.isfinite(number):
-        return number
-    raise ValueError(f"expected a number, got {value!r}")
 
-
-def _either(ok: Callable[[Any], bool], message: str) -> PlainValidator:
-    """One readable error for a union, where pydantic would report one error per member."""
-    def check(value: Any) -> Any:
-        if not ok(value):
-            raise ValueError(f"{message}, got {value!r}")
-        return value
-    return PlainValidator(check)
-
-
-def _rule(field: str, message: str, ok: Callable[[Any], bool]) -> Any:
-    """A cross-field model_validator whose error names `field` inside the section."""
-    def check(section: Any) -> Any:
-        if not ok(section):
-            raise PydanticCustomError("params", message, {"field": field})
-        return section
-    return model_validator(mode="after")(check)
-
-
-Number = Annotated[float, BeforeValidator(_number)]
-Fraction = Annotated[Number, Field(ge=0, le=1)]    # [0, 1]
-Open01 = Annotated[Number, Field(gt=0, lt=1)]      # (0, 1)
-Positive = Annotated[Number, Field(gt=0)]
-NonNegative = Annotated[Number, Field(ge=0)]
-Count = Annotated[StrictInt, Field(ge=1)]
-SampleRate = Annotated[StrictInt, Field(ge=8000)]
-Device = Literal["auto", "cpu", "cuda"]
-_section = dataclass(config=ConfigDict(extra="forbid", frozen=True))
-
-
-@_section
+@section
 class DemoParams:
     n_species: Annotated[StrictInt, Field(ge=2)]
     recordings_per_species: Annotated[StrictInt, Field(ge=2)]
@@ -90,11 +49,11 @@ class DemoParams:
     noise_level: NonNegative
     sample_rate: SampleRate
 
-    _cross = _rule("min_recording_seconds", "must be <= max_recording_seconds",
+    _cross = rule("min_recording_seconds", "must be <= max_recording_seconds",
                    lambda s: s.min_recording_seconds <= s.max_recording_seconds)
 
 
-@_section
+@section
 class DataParams:
     root: StrictStr
     sample_rate: SampleRate
@@ -107,7 +66,7 @@ class DataParams:
     valid_fraction: Open01
     strict: StrictBool
 
-    _cross = _rule("min_remainder_seconds", "must be <= chunk_seconds",
+    _cross = rule("min_remainder_seconds", "must be <= chunk_seconds",
                    lambda s: s.min_remainder_seconds <= s.chunk_seconds)
 
     @property
@@ -115,7 +74,7 @@ class DataParams:
         return round(self.chunk_seconds * self.sample_rate)
 
 
-@_section
+@section
 class FeatureParams:
     n_mels: Annotated[StrictInt, Field(ge=8)]
     n_fft: StrictInt
@@ -127,7 +86,7 @@ class FeatureParams:
     workers: Annotated[StrictInt, Field(ge=0)]
     device: Device
 
-    _cross = _rule("fmin", "must be < fmax", lambda s: s.fmin < s.fmax)
+    _cross = rule("fmin", "must be < fmax", lambda s: s.fmin < s.fmax)
 
     def hop_length(self, sample_rate: int) -> int:
         return round(sample_rate * self.hop_ms / 1000)
@@ -144,7 +103,7 @@ def n_frames(n_samples: int, hop_length: int) -> int:
     return n_samples // hop_length + 1
 
 
-@_section
+@section
 class TrainParams:
     epochs: Count
     batch_size: Count
@@ -156,28 +115,26 @@ class TrainParams:
     time_mask: Annotated[StrictInt, Field(ge=0)]
     device: Device
     precision: Literal["auto", "fp32", "bf16", "fp16"]
-    channels_last: Annotated[bool | str, _either(lambda v: v == "auto" or type(v) is bool,
+    channels_last: Annotated[bool | str, either(lambda v: v == "auto" or type(v) is bool,
                                                  "must be auto, true or false")]
     compile: StrictBool
-    threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
-                                          "must be auto or an integer >= 1")]
-    processes: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
-                                            "must be auto or an integer >= 1")]
+    threads: AutoOrCount
+    processes: AutoOrCount
 
     # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
-    _cross = _rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)
+    _cross = rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)
 
 
-@_section
+@section
 class ModelParams:
     arch: StrictStr
     lr_scale: Positive
-    pretrained: Annotated[bool | str, _either(lambda v: type(v) is bool or (type(v) is str and v != ""),
+    pretrained: Annotated[bool | str, either(lambda v: type(v) is bool or (type(v) is str and v != ""),
                                               "expected true, false or a file path")]
     options: Annotated[dict, BeforeValidator(lambda v: {} if v is None else v)]  # the model's business
 
 
-@_section
+@section
 class EvaluateParams:
     batch_size: Count
     tune_fraction: Open01
@@ -186,15 +143,14 @@ class EvaluateParams:
     threshold_grid: Annotated[list[Open01], Field(min_length=1)]
 
 
-@_section
+@section
 class PredictParams:
     backend: Literal["onnx", "torch"]
     batch_size: Count
-    threads: Annotated[int | str, _either(lambda v: v == "auto" or (type(v) is int and v >= 1),
-                                          "must be auto or an integer >= 1")]
+    threads: AutoOrCount
 
 
-@_section
+@section
 class Params:
     # numpy and torch both take it; per-epoch seeds (seed * 1000 + epoch, plus a stride per data-parallel
     # rank) stay far below torch's 64-bit limit.
