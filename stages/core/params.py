@@ -120,6 +120,7 @@ class TrainParams:
     compile: StrictBool
     threads: AutoOrCount
     processes: AutoOrCount
+    ema_decay: Annotated[Number, Field(ge=0, lt=1)]  # 0 disables the weight average
 
     # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
     _cross = rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)

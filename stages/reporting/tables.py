@@ -60,7 +60,7 @@ def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
     return {
         "model": model,
         "device": train_summary["device"],
-        "recipe": recipe_text(train_summary["recipe"]),
+        "recipe": recipe_text(train_summary["recipe"]) + weights_text(train_summary),
         "effective_lr": train_summary["effective_lr"],
         "epochs": train_summary["epochs"],
         "wall_clock_seconds": train_summary["wall_clock_seconds"],
@@ -100,6 +100,12 @@ def recipe_text(recipe: dict) -> str:
     extras = [name for name in ("channels_last", "compile", "cudnn_benchmark", "fused_optimizer", "tf32")
               if recipe.get(name)]
     return " + ".join([recipe["precision"], *extras]) + f", batch {recipe['batch_size']}"
+
+
+def weights_text(train_summary: dict) -> str:
+    """How the kept weights were made, when not simply the last step's (train.ema_decay)."""
+    weights = train_summary.get("weights", "last step")
+    return "" if weights == "last step" else f"; weights: {weights}"
 
 
 def summary_markdown(comparison: pd.DataFrame, convergence: dict[str, dict], threshold_rule: str) -> str:

@@ -110,7 +110,7 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
                 f"{record['train_samples_per_second']:.1f} samples/s", flush=True)
             if record["valid_loss"] < best["valid_loss"]:
                 # A copy: state_dict() tensors are the live weights, which later epochs keep changing.
-                weights = {name: tensor.detach().clone() for name, tensor in trainer.model.state_dict().items()}
+                weights = {name: tensor.detach().clone() for name, tensor in trainer.kept_model.state_dict().items()}
                 best = {"model": weights, "epoch": epoch + 1, "valid_loss": record["valid_loss"],
                         "arch": params.models[model_name].arch, "classes": classes}
                 save(best, paths.out / "best.pt")
@@ -193,4 +193,6 @@ def summarise(lr: float, epochs: int, trainer: Trainer, history: list[dict], dev
         "device": device_name(device),
         "torch_version": torch.__version__,
         "recipe": trainer.recipe.as_dict(),
+        # What validation scored and best.pt holds: the weights' moving average (decay), or the last step's.
+        "weights": f"EMA, decay {trainer.ema.decay:g}" if trainer.ema is not None else "last step",
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from stages.audio.store import FeatureStats
@@ -48,6 +49,12 @@ class Trainer:
     recipe: Recipe
     device: torch.device
     world: World = SINGLE
+    ema: ModelEmaV3 | None = None  # the weights' moving average, when train.ema_decay > 0
+
+    @property
+    def kept_model(self) -> torch.nn.Module:
+        """The weights validation scores and best.pt keeps: the moving average when there is one."""
+        return self.model if self.ema is None else self.ema.module
 
     def train_epoch(self, reader: BatchReader, order: torch.Tensor, desc: str) -> float:
         """One pass over `reader` in `order` (this rank's share of each global batch); the mean
@@ -84,6 +91,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return loss.detach()
 
     @torch.no_grad()
@@ -91,12 +100,13 @@ class Trainer:
         """Mean BCE per chunk and class, and mAP, on `reader`, in eval mode without augmentation.
         Each rank scores its own slice of the split; the scores of all are gathered on every rank."""
         self.model.eval()
+        scored = self.eval_model if self.ema is None else self.ema.module
         bounds = self.world.slice_bounds(reader.n_chunks)
         begin, end = bounds[self.world.rank]
         logits, targets = [], []
         for batch in reader.batches(np.arange(begin, end)):
             with step_context(self.device, self.recipe):
-                logits.append(self.eval_model(self.normalise(batch.x)).float())
+                logits.append(scored(self.normalise(batch.x)).float())
             targets.append(batch.y)
         n_classes = reader.targets.shape[1]
         logits = torch.cat(logits) if logits else torch.zeros(0, n_classes, device=self.device)
@@ -111,14 +121,19 @@ class Trainer:
         self.step_model = self.eval_model
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        return state
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.module.load_state_dict(state["ema"])
 
 
 class Diverged(ArithmeticError):
@@ -164,7 +179,9 @@ def build_trainer(params: Params, model_name: str, n_classes: int, stats: Featur
         scaler=torch.amp.GradScaler(device.type, enabled=recipe.precision == "fp16"),
         normalise=Normalise(stats.mean, stats.std),
         augment=SpecAugment(tp.freq_mask, tp.time_mask).to(device),
-        mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device, world=world)
+        mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device, world=world,
+        # A copy of the starting weights, which every step then moves towards the trained ones.
+        ema=ModelEmaV3(built.model, decay=tp.ema_decay) if tp.ema_decay > 0 else None)
 
 
 def make_readers(batch_size: int, prepared_dir: Path, features_dir: Path,
