@@ -29,15 +29,14 @@ def table_format(paths: list[Path]) -> str:
     return "windows"
 
 
-def birds_column(files: list[FileScores], classes: list[str], threshold: float) -> list[str]:
-    scores = _all_scores(files, len(classes))
+def birds_column(scores: np.ndarray, classes: list[str], threshold: float) -> list[str]:
     return label_sets_to_birds_strings(predictions_to_label_sets(scores, classes, threshold))
 
 
 def competition_table(files: list[FileScores], classes: list[str], threshold: float) -> pd.DataFrame:
     row_ids = [row_id(soundscape_row_prefix(f.path), window) for f in files for window in f.windows]
-    return pd.DataFrame({"row_id": row_ids, "birds": birds_column(files, classes, threshold)},
-                        columns=COMPETITION_COLUMNS)
+    birds = birds_column(_all_scores(files, len(classes)), classes, threshold)
+    return pd.DataFrame({"row_id": row_ids, "birds": birds}, columns=COMPETITION_COLUMNS)
 
 
 def windows_table(files: list[FileScores], root: Path, classes: list[str], threshold: float, top_k: int,
@@ -47,7 +46,7 @@ def windows_table(files: list[FileScores], root: Path, classes: list[str], thres
         "file": [_relative(f.path, root) for f in files for _ in f.windows],
         "start_s": [w.start_s for f in files for w in f.windows],
         "end_s": [w.end_s for f in files for w in f.windows],
-        "birds": birds_column(files, classes, threshold),
+        "birds": birds_column(scores, classes, threshold),
     }, columns=WINDOW_COLUMNS)
     names = np.asarray(classes, dtype=object)
     best = np.argsort(-scores, axis=1, kind="stable")[:, :min(top_k, len(classes))]
