@@ -47,12 +47,14 @@ SECTIONS ?= featurize,training,gpu,predict
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.run --out reports --sections $(SECTIONS)
 
-# AST variants as queued DVC experiments -> reports/ablations.md/png. JOBS experiments at once;
-# WEIGHTS=path/to/deit_tiny.pth adds the ImageNet position-embedding variants.
+# Queued DVC experiments: the training recipe's elements for both models -> reports/recipe_ablations.md/png,
+# AST variants -> reports/ablations.md/png (ABLATIONS=recipe or ast runs one set). JOBS experiments at
+# once; WEIGHTS=path/to/deit_tiny.pth adds the ImageNet position-embedding variants.
+ABLATIONS ?= recipe,ast
 JOBS ?= 1
 ablations: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.ablations --out reports --jobs $(JOBS) \
-		$(if $(WEIGHTS),--weights $(WEIGHTS))
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench.ablations --out reports --sets $(ABLATIONS) \
+		--jobs $(JOBS) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 clean-venv:
 	rm -rf $(VENV)

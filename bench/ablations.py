@@ -1,8 +1,15 @@
-"""`make ablations`: the reference's open question 2 as a queued DVC experiment set.
+"""`make ablations`: two queued DVC experiment sets, the training recipe's and the AST variants'.
 
-AST variants, each a `dvc exp run --queue` with `-S` overrides of models.ast_tiny, run with `dvc queue
-start -j N`, then tabulated from `dvc exp show --json` into reports/ablations.md and .png (one row / bar
-per experiment: parameters, valid mAP, soundscape F1, min valid loss, seconds per epoch).
+Each experiment is a `dvc exp run --queue` with `-S` overrides, run with `dvc queue start -j N`, then
+tabulated from `dvc exp show --json`:
+
+- recipe (bench/recipe_variants.py): random crops, background noise and weight averaging, each alone
+  and all together, for both models -> reports/recipe_ablations.md and .png (soundscape F1 with its
+  interval beside the all-nocall baseline, predicted and true nocall share, seconds per epoch).
+- ast: the reference's open question 2 -> reports/ablations.md and .png (one row / bar per
+  experiment: parameters, valid mAP, soundscape F1 and its interval, min valid loss, seconds per epoch).
+
+The AST variants:
 
 - Patch shape: the paper's 16x16 patches at stride 10 against tall, time-preserving patches that
   span the full mel height and 4 frames (no overlap), one token per 40 ms.
@@ -16,7 +23,7 @@ per experiment: parameters, valid mAP, soundscape F1, min valid loss, seconds pe
 
 The EfficientNet stages are unaffected by these overrides, so DVC's run-cache restores them.
 
-    python -m bench.ablations --out reports [--jobs 2] [--weights path/to/deit_tiny.pth]
+    python -m bench.ablations --out reports [--sets recipe,ast] [--jobs 2] [--weights path/to/deit_tiny.pth]
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.ablation_report import write_report
+from bench.ablation_report import write_recipe_report, write_report
+from bench.recipe_variants import recipe_rows, recipe_variants
 from stages.core.params import load_params
 
 AST = "models.ast_tiny"
@@ -104,16 +112,16 @@ def _yaml(value: object) -> str:
     return "false" if value is False else str(value)
 
 
-def collect(names: list[str]) -> pd.DataFrame:
-    """One row per named experiment from `dvc exp show --json`."""
+def collect(names: list[str], rows_of) -> pd.DataFrame:
+    """The rows `rows_of(name, data)` gives for each named experiment of `dvc exp show --json`."""
     found = {}
     for entry in _walk(json.loads(dvc("exp", "show", "--json").stdout)):
         if entry.get("name") in names and entry.get("data"):
-            found[entry["name"]] = _row(entry["name"], entry["data"])
+            found[entry["name"]] = rows_of(entry["name"], entry["data"])
     missing = [name for name in names if name not in found]
     if missing:
         raise SystemExit(f"`dvc exp show --json` has no results for {missing}")
-    return pd.DataFrame([found[name] for name in names])
+    return pd.DataFrame([row for name in names for row in found[name]])
 
 
 def _walk(node):
@@ -125,34 +133,53 @@ def _walk(node):
             yield from _walk(item)
 
 
+def _rows(name: str, data: dict) -> list[dict]:
+    return [_row(name, data)]
+
+
 def _row(name: str, data: dict) -> dict:
     params = data["params"]["params.yaml"]["data"]["models"]["ast_tiny"]
     scores = data["metrics"]["reports/scores.json"]["data"]["ast_tiny"]
     timing = data["metrics"]["reports/timing.json"]["data"]["ast_tiny"]
+    soundscape = data["metrics"]["reports/soundscape.json"]["data"]["ast_tiny"]
     options = params["options"]
     return {"experiment": name, "patch": f"{options['patch_freq']}x{options['patch_time']}",
             "stride": f"{options['fstride']}x{options['tstride']}",
             "patchout": f"{options['patchout_freq']}/{options['patchout_time']}",
             "pos_embed": options["pos_embed_interp"] if params["pretrained"] else f"random: {options['pos_embed_init']}",
             "params": scores["params"], "valid_mAP": scores["mAP"], "soundscape_F1": scores["F1"],
-            "min_valid_loss": scores["loss"], "s_per_epoch": timing["s_epoch"]}
+            "F1_low": soundscape["F1_low"], "F1_high": soundscape["F1_high"],
+            "F1_all_nocall": soundscape["F1_all_nocall"], "min_valid_loss": scores["loss"],
+            "s_per_epoch": timing["s_epoch"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--sets", default="recipe,ast", help="comma-separated, of recipe,ast")
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
     parser.add_argument("--weights", help="a DeiT-tiny checkpoint: also run the position-embedding variants")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the queue")
     args = parser.parse_args()
+    sets = args.sets.split(",")
+    if not set(sets) <= {"recipe", "ast"}:
+        raise SystemExit(f"--sets {args.sets}: choose from recipe, ast")
     params = load_params(args.params, timm_archs=True)
-    experiments = variants(params.features.n_mels, args.weights)
+    experiments = {"recipe": recipe_variants() if "recipe" in sets else {},
+                   "ast": variants(params.features.n_mels, args.weights) if "ast" in sets else {}}
     started = time.monotonic()
-    queue_and_run(experiments, args.jobs, args.timeout)
-    table = collect(list(experiments))
-    write_report(table, args.out, pretrained=bool(args.weights), seconds=time.monotonic() - started)
-    print(table.to_string(index=False))
+    queue_and_run({**experiments["recipe"], **experiments["ast"]}, args.jobs, args.timeout)
+    minutes_per_experiment = (time.monotonic() - started) / 60 / sum(map(len, experiments.values()))
+    if experiments["recipe"]:
+        table = collect(list(experiments["recipe"]), recipe_rows)
+        write_recipe_report(table, args.out, minutes=minutes_per_experiment * len(experiments["recipe"]))
+        print(table.to_string(index=False))
+    if experiments["ast"]:
+        table = collect(list(experiments["ast"]), _rows)
+        write_report(table, args.out, pretrained=bool(args.weights),
+                     seconds=minutes_per_experiment * 60 * len(experiments["ast"]))
+        print(table.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from stages.inference.export import export_onnx
 from stages.inference.run import Predictor, predict_files
 from stages.inference.backends import BACKENDS, load_backend
 from stages.inference.submission import competition_table
-from stages.inference.windows import find_audio
+from stages.audio.files import find_audio
 from stages.models.factory import create_model
 from stages.training.checkpoints import save
 

@@ -25,7 +25,7 @@ from stages.inference.backends import BACKENDS, load_backend
 from stages.inference.bundle import WINDOW_SECONDS, BundleError, read_bundle
 from stages.inference.run import PredictError, Predictor, predict_files
 from stages.inference.submission import COMPETITION_COLUMNS, competition_table, table_format, windows_table
-from stages.inference.windows import AUDIO_SUFFIXES, find_audio
+from stages.audio.files import AUDIO_SUFFIXES, find_audio
 
 
 def parse_args() -> argparse.Namespace:

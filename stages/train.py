@@ -7,7 +7,8 @@ With `train.processes` above 1 it starts that many data-parallel processes itsel
 it is one of them (stages/training/distributed.py).
 
     python -m stages.train --params params.yaml --model ast_tiny --prepared data/prepared \
-        --features data/features --out models/ast_tiny --live reports/train/ast_tiny --resume-dir .resume
+        --features data/features --out models/ast_tiny --live reports/train/ast_tiny --resume-dir .resume \
+        --background data/background
     torchrun --nnodes 2 --nproc-per-node 4 ... -m stages.train <the same arguments>
 """
 
@@ -41,12 +42,14 @@ def main() -> None:
     parser.add_argument("--live", type=Path, required=True)
     parser.add_argument("--resume-dir", type=Path, required=True,
                         help="where unfinished runs keep their state (git-ignored, not a DVC output)")
+    parser.add_argument("--background", type=Path,
+                        help="stage background's features: the noise train.background_probability mixes in")
     args = parser.parse_args()
     params = load_params(args.params, timm_archs=True)
     if args.model not in params.models:
         raise SystemExit(f"--model {args.model}: not a key of `models` in {args.params} "
                          f"(have: {', '.join(params.models)})")
-    paths = TrainPaths(out=args.out, live=args.live, resume=args.resume_dir)
+    paths = TrainPaths(out=args.out, live=args.live, resume=args.resume_dir, background=args.background)
     run = (args.params, args.model, args.prepared, args.features, paths)
     processes = resolve_processes(params.train.processes, resolve_device(params.train.device))
     if world_from_env() is None and processes > 1:

@@ -41,6 +41,8 @@ TINY_DEMO = {
     "demo.n_soundscapes": 2,
     "demo.n_test_soundscapes": 1,
     "demo.soundscape_seconds": 20,
+    "demo.n_background_files": 5,  # one clip of each noise kind
+    "demo.background_seconds": 5.0,
 }
 # The tiny demo in 1 s chunks (128 x 101 log-mels), featurized in-process on the CPU: a training
 # epoch takes a second or two.

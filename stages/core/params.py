@@ -47,6 +47,8 @@ class DemoParams:
     soundscape_seconds: Annotated[StrictInt, Field(ge=10, multiple_of=5)]
     soundscape_nocall_fraction: Fraction
     noise_level: NonNegative
+    n_background_files: Annotated[StrictInt, Field(ge=0)]  # noise clips with no bird, for train.background
+    background_seconds: Positive
     sample_rate: SampleRate
 
     _cross = rule("min_recording_seconds", "must be <= max_recording_seconds",
@@ -121,9 +123,24 @@ class TrainParams:
     threads: AutoOrCount
     processes: AutoOrCount
     ema_decay: Annotated[Number, Field(ge=0, lt=1)]  # 0 disables the weight average
+    chunks_per_recording: Annotated[int | str, either(lambda v: v == "all" or (type(v) is int and v >= 1),
+                                                      "must be all or an integer >= 1")]
+    time_shift_frames: Annotated[StrictInt, Field(ge=0)]  # 0 disables the shift
+    background: Annotated[StrictStr, Field(min_length=1)]  # a folder of bird-free audio (stage background)
+    background_probability: Fraction                       # 0 disables mixing
+    background_snr_db: Annotated[list[Number], Field(min_length=2, max_length=2)]
+    nocall_probability: Fraction                           # chunks replaced by background alone, no targets
 
     # = epochs: the whole run warms up (a 1-epoch smoke test with the default warm-up still runs).
     _cross = rule("warmup_epochs", "must be <= epochs", lambda s: s.warmup_epochs <= s.epochs)
+    _snr = rule("background_snr_db", "must be [low, high] with low <= high",
+                lambda s: s.background_snr_db[0] <= s.background_snr_db[1])
+    _shares = rule("nocall_probability", "plus background_probability must be <= 1",
+                   lambda s: s.nocall_probability + s.background_probability <= 1)
+
+    @property
+    def uses_background(self) -> bool:
+        return self.background_probability > 0 or self.nocall_probability > 0
 
 
 @section
@@ -240,12 +257,16 @@ def check_across_sections(params: Params) -> None:
         raise ParamsError(f"data.chunk_seconds: a {params.data.chunk_seconds} s chunk is {params.data.chunk_samples} "
                           f"samples, shorter than one STFT window (features.n_fft = {fp.n_fft}); lengthen it")
     frames = fp.frames_per_chunk(params.data.chunk_samples, sample_rate)
-    # A mask as wide as the input can blank a whole chunk: the model then learns from zeros.
-    for key, width, size, unit in (("time_mask", params.train.time_mask, frames, "frames of a chunk"),
-                                   ("freq_mask", params.train.freq_mask, fp.n_mels, "mel bands")):
+    # A mask as wide as the input can blank a whole chunk (the model then learns from zeros); a shift
+    # as long as the chunk wraps it round to where it started.
+    tp = params.train
+    for key, width, size, what in (("time_mask", tp.time_mask, frames, "a mask of up to {} can cover"),
+                                   ("time_shift_frames", tp.time_shift_frames, frames, "a shift of up to {} spans"),
+                                   ("freq_mask", tp.freq_mask, fp.n_mels, "a mask of up to {} can cover")):
         if width >= size:
-            raise ParamsError(f"train.{key}: a mask of up to {width} can cover all {size} {unit}; "
-                              f"keep it below {size} (0 disables it)")
+            unit = "mel bands" if key == "freq_mask" else "frames of a chunk"
+            raise ParamsError(f"train.{key}: {what.format(width)} all {size} {unit}; keep it below {size} "
+                              "(0 disables it)")
     for name, model in params.models.items():
         spec = MODELS.get(model.arch)
         if spec is None:

@@ -5,7 +5,9 @@ stages/demo/calls.py) over field background noise: pink noise and gusty wind. La
 the real data (one label set per recording), but the focal bird sings throughout, so every 5 s
 piece of a recording does hold its species; some recordings also hold a fainter second species
 (a secondary label). The soundscapes mix the same species, more distant, with windows that hold no
-bird at all (`nocall`). Same seed, same bytes.
+bird at all (`nocall`). background/ holds bird-free clips (wind, rain, insects, traffic hum, the
+field ambient; stages/demo/noise.py) for training's background noise mixing (train.background), as
+freefield1010 or warblrb10k no-bird clips do on real data. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from stages.audio.ogg import write_ogg_vorbis
 from stages.core.atomic import atomic_path
 from stages.core.params import DemoParams
 from stages.demo.calls import DESIGNS, CallDesign, background_noise, synthesize_phrase
+from stages.demo.noise import NOISE_KINDS, noise_clip
 
 # Real eBird codes, so the demo reads like the real data; `rocpig` exercises the `rocpig1` quirk.
 SPECIES = [
@@ -42,6 +45,7 @@ SOUNDSCAPE_SITES = ("COR", "SSW")
 # Audio ids of the labelled (train_soundscapes/) and hidden (test_soundscapes/) soundscapes: apart.
 TRAIN_SOUNDSCAPE_FIRST_ID = 10000
 TEST_SOUNDSCAPE_FIRST_ID = 50000
+BACKGROUND_FIRST_SERIAL = 900000  # Ogg serials of background/, clear of the recordings' XC ids
 
 
 METADATA_COLUMNS = [
@@ -70,6 +74,11 @@ SOUNDSCAPE_PHRASES = (2, 4)     # phrases per bird in a window (upper bound excl
 
 
 PITCH_JITTER = 0.04             # individual birds sing up to 4 % higher or lower
+
+
+# Background clips at the soundscapes' ambient level, some quieter, some louder: a noise folder of
+# real recordings is not level-matched either. Not louder still: rain's drops would clip.
+BACKGROUND_GAIN = (0.5, 1.5)
 
 
 def bird_pitch(rng: np.random.Generator) -> float:
@@ -209,6 +218,18 @@ def generate_soundscapes(p: DemoParams, count: int, first_id: int, folder: Path,
     return pd.DataFrame(rows, columns=["row_id", "site", "audio_id", "seconds", "birds"])
 
 
+def generate_background(p: DemoParams, folder: Path, rng: np.random.Generator) -> None:
+    """`p.n_background_files` bird-free clips in `folder`, the noise kinds in turn."""
+    folder.mkdir(parents=True)
+    n_samples = round(p.background_seconds * p.sample_rate)
+    for index in tqdm(range(p.n_background_files), desc="demo_data: background", unit="file"):
+        kind = NOISE_KINDS[index % len(NOISE_KINDS)]
+        level = noise_level(p, rng) * float(rng.uniform(*BACKGROUND_GAIN))
+        audio = noise_clip(kind, n_samples, p.sample_rate, level, rng)
+        write_ogg_vorbis(folder / f"{kind}_{index:02d}.ogg", np.clip(audio, -1, 1).astype(np.float32),
+                         p.sample_rate, serial=BACKGROUND_FIRST_SERIAL + index)
+
+
 def write_demo(p: DemoParams, seed: int, out: Path) -> None:
     """Stage demo_data: the dataset written to `out` whole (or not at all, if interrupted)."""
     with atomic_path(out) as tmp:
@@ -226,3 +247,5 @@ def generate(p: DemoParams, seed: int, out: Path) -> None:
     # Drawn last, so the labelled data stays what it was without them. Their labels are not written,
     # as the competition hides them; a test can still recompute them from the seed.
     generate_soundscapes(p, p.n_test_soundscapes, TEST_SOUNDSCAPE_FIRST_ID, out / "test_soundscapes", rng)
+    # Last of all, for the same reason: the rest of the dataset is byte for byte what it was without them.
+    generate_background(p, out / "background", rng)

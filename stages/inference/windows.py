@@ -20,8 +20,6 @@ from stages.inference.bundle import WINDOW_SECONDS, AudioSettings
 
 # <audio_id>_<SITE>_<YYYYMMDD>.ogg, as BirdCLEF's train_soundscapes/ and hidden test_soundscapes/ name files.
 SOUNDSCAPE_NAME = re.compile(r"^(?P<audio_id>\d+)_(?P<site>[A-Za-z0-9]+)_(?P<date>\d{8})\.ogg$")
-# What the folder search takes as audio (all decodable by libsndfile).
-AUDIO_SUFFIXES = {".ogg", ".oga", ".opus", ".wav", ".flac", ".mp3", ".aif", ".aiff", ".w64"}
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,3 @@ def soundscape_row_prefix(path: Path) -> str | None:
 def row_id(prefix: str, window: Window) -> str:
     """The competition's row id: `<audio_id>_<SITE>_<end second>`."""
     return f"{prefix}_{round(window.end_s)}"
-
-
-def find_audio(folder: Path) -> list[Path]:
-    """Audio files under `folder` (or `folder` itself, a file), in sorted order; hidden ones skipped."""
-    if folder.is_file():
-        return [folder]
-    return sorted(path for path in folder.rglob("*")
-                  if path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()
-                  and not any(part.startswith(".") for part in path.relative_to(folder).parts))

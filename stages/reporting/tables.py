@@ -11,6 +11,7 @@ from stages.training.convergence import faster_model_sentence
 ROWS = [
     ("device", "device", "{}"),
     ("training recipe (precision, batch)", "recipe", "{}"),
+    ("training chunks and augmentation", "augmentation", "{}"),
     ("effective learning rate", "effective_lr", "{:.2e}"),
     ("epochs", "epochs", "{:d}"),
     ("wall-clock, all epochs (s)", "wall_clock_seconds", "{:.1f}"),
@@ -61,6 +62,7 @@ def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
         "model": model,
         "device": train_summary["device"],
         "recipe": recipe_text(train_summary["recipe"]) + weights_text(train_summary),
+        "augmentation": train_summary.get("augmentation", "every chunk an epoch"),
         "effective_lr": train_summary["effective_lr"],
         "epochs": train_summary["epochs"],
         "wall_clock_seconds": train_summary["wall_clock_seconds"],
@@ -88,6 +90,10 @@ def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
         "soundscape_row_f1_at_0.5": sound.get("row_f1_at_0.5", nan),
         "nocall_shares": (f"{sound['nocall_fraction_predicted']:.2f} / {sound['nocall_fraction_true']:.2f}"
                           if sound else nan),
+        "soundscape_f1_low": sound.get("row_f1_ci_low", nan),
+        "soundscape_f1_high": sound.get("row_f1_ci_high", nan),
+        "nocall_predicted": sound.get("nocall_fraction_predicted", nan),
+        "nocall_true": sound.get("nocall_fraction_true", nan),
         "inference_windows_per_second": evaluation["inference"]["windows_per_second"],
     }
 
@@ -135,6 +141,12 @@ HEADLINE = [
     ("scores.json", "F1", "soundscape_row_f1"),
     ("scores.json", "loss", "min_valid_loss"),
     ("scores.json", "params", "params_total"),
+    # What an ablation row needs beside the F1: its interval, the all-nocall baseline, the nocall shares.
+    ("soundscape.json", "F1_low", "soundscape_f1_low"),
+    ("soundscape.json", "F1_high", "soundscape_f1_high"),
+    ("soundscape.json", "F1_all_nocall", "baseline_nocall_f1"),
+    ("soundscape.json", "nocall_predicted", "nocall_predicted"),
+    ("soundscape.json", "nocall_true", "nocall_true"),
     ("timing.json", "s_epoch", "mean_epoch_seconds"),
     ("timing.json", "train_sps", "train_samples_per_second"),
     ("timing.json", "infer_sps", "inference_windows_per_second"),

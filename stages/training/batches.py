@@ -59,13 +59,15 @@ class BatchReader:
         """The number of batches in one pass."""
         return -(-len(self.split.feature_rows) // self.batch_size)
 
-    def steps(self, world: World = SINGLE) -> int:
-        """The optimizer steps of one training pass over the split (see `trained_batches`)."""
-        return trained_batches(self.n_chunks, self.batch_size, world)
+    def steps(self, world: World = SINGLE, n_chunks: int | None = None) -> int:
+        """The optimizer steps of one training pass over `n_chunks` of the split (default: all of it;
+        an epoch's draw may take fewer, stages/training/crops.py; see `trained_batches`)."""
+        return trained_batches(self.n_chunks if n_chunks is None else n_chunks, self.batch_size, world)
 
-    def trained_chunks(self, world: World = SINGLE) -> int:
-        """The chunks of one training pass, over all ranks: every chunk, less a dropped last batch."""
-        return min(self.n_chunks, self.steps(world) * self.batch_size)
+    def trained_chunks(self, world: World = SINGLE, n_chunks: int | None = None) -> int:
+        """The chunks of one training pass over `n_chunks`, over all ranks: every one, less a dropped last batch."""
+        n_chunks = self.n_chunks if n_chunks is None else n_chunks
+        return min(n_chunks, self.steps(world, n_chunks) * self.batch_size)
 
     @property
     def n_chunks(self) -> int:

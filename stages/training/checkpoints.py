@@ -65,18 +65,19 @@ def load_best_weights(path: Path, model: torch.nn.Module, arch: str, classes: li
 
 
 def run_fingerprint(params: Params, model_name: str, prepared_dir: Path, features_dir: Path,
-                    world_size: int = 1) -> str:
-    """What a resume state must match to be resumed: the configuration, the data it was made from,
-    and the number of processes that trained it (each rank augments its share with its own random
-    stream, so the world size changes the result)."""
+                    world_size: int = 1, background_dir: Path | None = None) -> str:
+    """What a resume state must match to be resumed: the configuration, the data it was made from
+    (the background noise too, when it is mixed in), and the number of processes that trained it
+    (each rank augments its share with its own random stream, so the world size changes the result)."""
     digest = hashlib.sha256()
     config = {"lr": params.lr, "seed": params.seed, "train": vars(params.train),
               "model": vars(params.models[model_name])}
     if world_size > 1:  # a world of one keeps the fingerprints of runs made before data parallelism
         config["world_size"] = world_size
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    noise = (background_dir / "index.csv", background_dir / "stats.json") if background_dir else ()
     for path in (prepared_dir / "targets.npy", prepared_dir / "chunks.csv",
-                 features_dir / "index.csv", features_dir / "stats.json"):
+                 features_dir / "index.csv", features_dir / "stats.json", *noise):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -29,13 +29,16 @@ from dvclive import Live
 from stages.audio.store import read_feature_stats
 from stages.birdclef.prepared import read_classes
 from stages.core.devices import device_name, pin_cpu_computation, resolve_device
-from stages.core.params import Params, load_params
+from stages.core.params import Params, ParamsError, TrainParams, load_params
 from stages.models.factory import count_parameters
 from stages.training.checkpoints import load_resumable, resume_path, run_fingerprint, save
 from stages.training.convergence import convergence
+from stages.training.augment import describe_augmentation
 from stages.training.batches import BatchReader
+from stages.training.crops import EpochCrops
 from stages.training.distributed import (RANK_SEED_STRIDE, SINGLE, World, WorldError, barrier, process_group,
                                          rank_device, world_from_env)
+from stages.training.noise import Background
 from stages.training.trainer import Trainer, build_trainer, make_readers
 
 
@@ -57,6 +60,7 @@ class TrainPaths:
     out: Path      # best.pt, and last.pt once training completes (a DVC output)
     live: Path     # the DVCLive folder (a DVC output)
     resume: Path   # where unfinished runs keep their state (git-ignored, not an output)
+    background: Path | None = None  # stage background's features, when train.* mixes noise in
 
 
 def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Path, paths: TrainPaths,
@@ -71,13 +75,18 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
     if tp.batch_size < world.size:
         raise WorldError(f"train.batch_size: {tp.batch_size} is the global batch; {world.size} processes need "
                          "at least one chunk each: raise it or lower train.processes")
-    trainer = build_trainer(params, model_name, len(classes), stats, device, train_reader.steps(world), world)
+    crops = EpochCrops(train_reader.split, tp.chunks_per_recording)
+    background = background_for(tp, paths.background, device)
+    trainer = build_trainer(params, model_name, len(classes), stats, device, train_reader.steps(world, crops.size),
+                            world, background=background)
     say = print if world.is_main else (lambda *args, **kwargs: None)
     ranks = f"{world.size} processes, each on " if world.distributed else ""
-    say(f"train@{model_name}: {train_reader.n_chunks} train / {valid_reader.n_chunks} valid chunks, {ranks}"
-        f"{device_name(device)} ({threads} CPU threads), recipe {trainer.recipe.as_dict()}", flush=True)
+    per_epoch = "" if crops.size == train_reader.n_chunks else f" ({crops.size} an epoch)"
+    say(f"train@{model_name}: {train_reader.n_chunks} train{per_epoch} / {valid_reader.n_chunks} valid chunks, "
+        f"{ranks}{device_name(device)} ({threads} CPU threads), recipe {trainer.recipe.as_dict()}", flush=True)
 
-    fingerprint = run_fingerprint(params, model_name, prepared_dir, features_dir, world.size)
+    fingerprint = run_fingerprint(params, model_name, prepared_dir, features_dir, world.size,
+                                  paths.background if background else None)
     state_path = resume_path(paths.resume, model_name, fingerprint)
     history, best, start_epoch = [], {"valid_loss": math.inf}, 0
     resumed = resume_state(state_path, fingerprint, tp.epochs, world)
@@ -99,7 +108,7 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
 
     try:
         for epoch in range(start_epoch, tp.epochs):
-            record = train_one_epoch(params, trainer, train_reader, valid_reader, epoch,
+            record = train_one_epoch(params, trainer, train_reader, valid_reader, crops, epoch,
                                      f"train@{model_name} epoch {epoch + 1}/{tp.epochs}")
             history.append(record)
             if not world.is_main:
@@ -120,7 +129,7 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
         trainer.unwrap()
 
     summary = summarise(params.effective_lr(model_name), tp.epochs, trainer, history, device)
-    summary.update(cpu_threads=threads, processes=world.size)
+    summary.update(cpu_threads=threads, processes=world.size, augmentation=describe_augmentation(tp))
     if world.is_main:
         state_path.replace(paths.out / "last.pt")  # complete: the state is an output now, not resume work
         if not any(state_path.parent.iterdir()):  # a last.pt.damaged set aside stays for inspection
@@ -130,14 +139,24 @@ def train(params: Params, model_name: str, prepared_dir: Path, features_dir: Pat
     return summary
 
 
+def background_for(tp: TrainParams, features_dir: Path | None, device: torch.device) -> Background | None:
+    """The noise training mixes in, or None when train.* mixes none."""
+    if not tp.uses_background:
+        return None
+    if features_dir is None:
+        raise ParamsError("train.background_probability / nocall_probability are on, but no background features "
+                         "were given (--background, the output of stage background)")
+    return Background(features_dir, tp, device)
+
+
 def train_one_epoch(params: Params, trainer: Trainer, train_reader: BatchReader, valid_reader: BatchReader,
-                    epoch: int, desc: str) -> dict:
+                    crops: EpochCrops, epoch: int, desc: str) -> dict:
     """Train and validate epoch `epoch` (0-based); its record of the history (1-based)."""
     world = trainer.world
     torch.manual_seed(params.seed * 1000 + epoch)  # shuffling, masks, mixup, dropout, patchout
     started = time.perf_counter()
     epoch_lr = trainer.scheduler.get_last_lr()[0]
-    order = torch.randperm(train_reader.n_chunks)  # the same on every rank
+    order = crops.draw()  # the same on every rank
     if world.rank:  # augmentation differs per rank, and depends on (seed, epoch, rank) only
         torch.manual_seed(params.seed * 1000 + epoch + RANK_SEED_STRIDE * world.rank)
     train_loss = trainer.train_epoch(train_reader, order, desc)
@@ -145,7 +164,7 @@ def train_one_epoch(params: Params, trainer: Trainer, train_reader: BatchReader,
     valid = trainer.validate(valid_reader)
     return {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid.loss, "valid_map": valid.map,
             "lr": epoch_lr, "epoch_seconds": time.perf_counter() - started,
-            "train_samples_per_second": train_reader.trained_chunks(world) / train_seconds}
+            "train_samples_per_second": train_reader.trained_chunks(world, len(order)) / train_seconds}
 
 
 def resume_state(state_path: Path, fingerprint: str, epochs: int, world: World) -> dict | None:

@@ -1,9 +1,9 @@
 """One optimisation step, one epoch, one validation pass: the `Trainer`, built once per run.
 
 BCE on the weak soft targets, Adam(W) with a linear warm-up and a cosine decay, both stepped per
-batch, batches read whole from the feature memmap (stages/training/batches.py), normalisation,
-SpecAugment and mixup on the device, the precision / memory format / compilation of
-stages/training/recipe.py.
+batch, batches read whole from the feature memmap (stages/training/batches.py), background noise
+(stages/training/noise.py), a time shift, normalisation, SpecAugment and mixup on the device, the
+precision / memory format / compilation of stages/training/recipe.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from stages.audio.store import FeatureStats
 from stages.birdclef.prepared import load_split
 from stages.core.params import Params
 from stages.scoring import metrics
-from stages.training.augment import Normalise, SpecAugment, mixup
+from stages.training.augment import Normalise, SpecAugment, mixup, time_shift
 from stages.training.batches import BatchReader
 from stages.training.distributed import SINGLE, World, average_buffers, gather_slices, sum_across, wrap
+from stages.training.noise import Background
 from stages.training.recipe import Recipe, apply_backend_flags, model_for_recipe, resolve_recipe, step_context
 
 
@@ -50,6 +51,8 @@ class Trainer:
     device: torch.device
     world: World = SINGLE
     ema: ModelEmaV3 | None = None  # the weights' moving average, when train.ema_decay > 0
+    background: Background | None = None  # noise mixed into training chunks, when train.* asks for it
+    time_shift_frames: int = 0
 
     @property
     def kept_model(self) -> torch.nn.Module:
@@ -57,15 +60,21 @@ class Trainer:
         return self.model if self.ema is None else self.ema.module
 
     def train_epoch(self, reader: BatchReader, order: torch.Tensor, desc: str) -> float:
-        """One pass over `reader` in `order` (this rank's share of each global batch); the mean
-        training loss per chunk trained, over all ranks."""
+        """One pass over `reader`'s chunks in `order` (an epoch's draw: all of them, or some per
+        recording; this rank's share of each global batch); the mean training loss per chunk trained,
+        over all ranks."""
         self.model.train()
+        steps = reader.steps(self.world, len(order))
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         first_bad_step = torch.full((), -1, device=self.device)  # the first step whose loss was not finite
         batches = reader.batches(order, self.world)
-        for number, batch in enumerate(tqdm(batches, total=reader.steps(self.world), desc=desc, unit="batch",
+        for number, batch in enumerate(tqdm(batches, total=steps, desc=desc, unit="batch",
                                             disable=not self.world.is_main)):
-            x, y = mixup(self.augment(self.normalise(batch.x)), batch.y, self.mixup_alpha)
+            x, y = batch.x, batch.y
+            if self.background is not None:
+                x, y = self.background(x.float(), y)
+            x = time_shift(x, self.time_shift_frames)
+            x, y = mixup(self.augment(self.normalise(x)), y, self.mixup_alpha)
             # DDP averages gradients over ranks; weighting each rank's mean by its share of the global
             # batch makes that average the single-process gradient, even for uneven shares.
             share = len(y) * self.world.size / batch.global_size
@@ -78,7 +87,7 @@ class Trainer:
             check_finite(torch.tensor(math.nan), int(first_bad_step.item()), desc)
         loss_sum = sum_across(loss_sum, self.world)
         average_buffers(self.model, self.world)
-        return loss_sum.item() / reader.trained_chunks(self.world)
+        return loss_sum.item() / reader.trained_chunks(self.world, len(order))
 
     def step(self, x: torch.Tensor, y: torch.Tensor, share: float = 1.0) -> torch.Tensor:
         """One forward + backward + optimizer step on a prepared batch; the (detached) mean loss.
@@ -161,8 +170,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int,
 
 
 def build_trainer(params: Params, model_name: str, n_classes: int, stats: FeatureStats, device: torch.device,
-                  steps_per_epoch: int, world: World = SINGLE, recipe: Recipe | None = None) -> Trainer:
-    """The Trainer of one run; `recipe` overrides the one params.yaml resolves to (the benchmark's grid)."""
+                  steps_per_epoch: int, world: World = SINGLE, recipe: Recipe | None = None,
+                  background: Background | None = None) -> Trainer:
+    """The Trainer of one run; `recipe` overrides the one params.yaml resolves to (the benchmark's grid);
+    `background`: the noise to mix in (needed when params.train uses_background)."""
     tp, mp = params.train, params.models[model_name]
     recipe = recipe or resolve_recipe(mp.arch, device, tp)
     apply_backend_flags(recipe)
@@ -181,7 +192,8 @@ def build_trainer(params: Params, model_name: str, n_classes: int, stats: Featur
         augment=SpecAugment(tp.freq_mask, tp.time_mask).to(device),
         mixup_alpha=tp.mixup_alpha, recipe=recipe, device=device, world=world,
         # A copy of the starting weights, which every step then moves towards the trained ones.
-        ema=ModelEmaV3(built.model, decay=tp.ema_decay) if tp.ema_decay > 0 else None)
+        ema=ModelEmaV3(built.model, decay=tp.ema_decay) if tp.ema_decay > 0 else None,
+        background=background, time_shift_frames=tp.time_shift_frames)
 
 
 def make_readers(batch_size: int, prepared_dir: Path, features_dir: Path,

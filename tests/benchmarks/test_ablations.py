@@ -7,8 +7,9 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from bench.ablation_report import write_report
+from bench.ablation_report import write_recipe_report, write_report
 from bench.ablations import _row, variants
+from bench.recipe_variants import ELEMENTS, OFF, recipe_rows, recipe_variants
 from helpers import raw_params
 from stages.models.ast_options import ASTOptions, patch_grid_size
 from stages.core.params import parse_params
@@ -59,16 +60,53 @@ def exp_show_entry(name: str) -> dict:
     return {"params": {"params.yaml": {"data": params}},
             "metrics": {"reports/scores.json": {"data": {"ast_tiny": {"mAP": 0.7, "F1": 0.6, "loss": 0.2,
                                                                       "params": 5_000_000}}},
+                        "reports/soundscape.json": {"data": {"ast_tiny": SOUNDSCAPE}},
                         "reports/timing.json": {"data": {"ast_tiny": {"s_epoch": 12.5}}}}}
+
+
+SOUNDSCAPE = {"F1_low": 0.5, "F1_high": 0.7, "F1_all_nocall": 0.514, "nocall_predicted": 0.6, "nocall_true": 0.51}
 
 
 def test_a_row_reads_the_ast_figures_of_an_experiment(tmp_path):
     row = _row("abl-tall-128x4-patchout", exp_show_entry("abl-tall-128x4-patchout"))
     assert row == {"experiment": "abl-tall-128x4-patchout", "patch": "128x4", "stride": "128x4",
                    "patchout": "0.0/0.25", "pos_embed": "random: sincos", "params": 5_000_000,
-                   "valid_mAP": 0.7, "soundscape_F1": 0.6, "min_valid_loss": 0.2, "s_per_epoch": 12.5}
+                   "valid_mAP": 0.7, "soundscape_F1": 0.6, "F1_low": 0.5, "F1_high": 0.7, "F1_all_nocall": 0.514,
+                   "min_valid_loss": 0.2, "s_per_epoch": 12.5}
     write_report(pd.DataFrame([row, {**row, "experiment": "abl-x", "valid_mAP": 0.5}]), tmp_path,
                  pretrained=False, seconds=600)
     text = (tmp_path / "ablations.md").read_text()
     assert "abl-tall-128x4-patchout" in text and "abl-x" in text and "random weights" in text
+    assert "0.600 [0.500, 0.700]" in text  # the F1 with its interval
     assert matplotlib.image.imread(tmp_path / "ablations.png").ndim == 3
+
+
+def test_the_recipe_set_is_none_each_element_alone_and_all():
+    found = recipe_variants()
+    assert list(found) == ["rec-none", "rec-crops", "rec-noise", "rec-ema", "rec-all"]
+    assert all(found[name].keys() == OFF.keys() for name in found)  # every row sets every element's keys
+    for element, on in ELEMENTS.items():
+        changed = {key for key, value in found[f"rec-{element}"].items() if value != OFF[key]}
+        assert changed == set(on)
+    assert {key for key, value in found["rec-all"].items() if value != OFF[key]} == set().union(*ELEMENTS.values())
+
+
+@pytest.mark.parametrize("name", list(recipe_variants()))
+def test_every_recipe_variant_is_a_valid_configuration(name):
+    parse_params(apply(recipe_variants()[name]))
+
+
+def test_recipe_rows_read_both_models_and_the_report_shows_intervals_and_nocall_shares(tmp_path):
+    models = {"efficientnet_b0": {}, "ast_tiny": {}}
+    entry = {"params": {"params.yaml": {"data": {"models": models}}},
+             "metrics": {"reports/scores.json": {"data": {m: {"mAP": 0.9, "F1": 0.6} for m in models}},
+                         "reports/soundscape.json": {"data": {m: SOUNDSCAPE for m in models}},
+                         "reports/timing.json": {"data": {m: {"s_epoch": 7.0} for m in models}}}}
+    rows = recipe_rows("rec-all", entry)
+    assert [row["model"] for row in rows] == ["efficientnet_b0", "ast_tiny"]
+    assert rows[0] == {"experiment": "rec-all", "model": "efficientnet_b0", "valid_mAP": 0.9, "soundscape_F1": 0.6,
+                       **SOUNDSCAPE, "s_per_epoch": 7.0}
+    write_recipe_report(pd.DataFrame(rows), tmp_path, minutes=30)
+    text = (tmp_path / "recipe_ablations.md").read_text()
+    assert "0.600 [0.500, 0.700]" in text and "0.60 / 0.51" in text and "30 min" in text
+    assert matplotlib.image.imread(tmp_path / "recipe_ablations.png").ndim == 3

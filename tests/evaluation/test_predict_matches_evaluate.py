@@ -18,7 +18,7 @@ from stages.inference.export import export_onnx
 from stages.inference.run import Predictor, predict_files
 from stages.inference.backends import load_backend
 from stages.inference.submission import competition_table
-from stages.inference.windows import find_audio
+from stages.audio.files import find_audio
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from stages.inference.bundle import AudioSettings
-from stages.inference.windows import find_audio, plan_windows, row_id, soundscape_row_prefix
+from stages.audio.files import find_audio
+from stages.inference.windows import plan_windows, row_id, soundscape_row_prefix
 
 FIVE_SECOND = AudioSettings(32000, 5.0, 2.0)
 

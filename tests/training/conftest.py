@@ -8,6 +8,7 @@ import json
 import pandas as pd
 import pytest
 
+import stages.background
 import stages.featurize
 from train_project import Project, run_main
 
@@ -28,6 +29,8 @@ def project(demo_root, tmp_path_factory) -> Project:
     project.prepare(project.prepared)
     run_main(stages.featurize.main, "--params", params_file, "--chunks", project.prepared / "chunks.csv",
              "--out", project.features, "--report", project.root / "featurize_report.json")
+    run_main(stages.background.main, "--params", params_file, "--out", project.background,
+             "--report", project.root / "background_report.json")
     stats = json.loads((project.features / "stats.json").read_text())
     assert stats["shape"][1:] == [128, 101]
     splits = pd.read_csv(project.prepared / "chunks.csv")["split"].value_counts()

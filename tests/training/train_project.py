@@ -55,9 +55,10 @@ class Project:
 
     def __init__(self, root: Path, demo_root: Path):
         self.root = root
-        self.overrides = {**SMALL, "data.root": str(demo_root)}
+        self.overrides = {**SMALL, "data.root": str(demo_root), "train.background": str(demo_root / "background")}
         self.prepared = root / "data" / "prepared"
         self.features = root / "data" / "features"
+        self.background = root / "data" / "background"  # stage background's output, from the demo's clips
 
     def params(self, overrides: dict | None = None):
         return make_params({**self.overrides, **(overrides or {})})
@@ -115,14 +116,15 @@ class TrainRun:
         params = project.params(overrides)
         try:
             return stages.training.loop.train(params, model, prepared or project.prepared, project.features,
-                                              paths_beside(out, resume=out.parent / "resume"))
+                                              paths_beside(out, resume=out.parent / "resume",
+                                                           background=project.background))
         except Interrupted:
             return None
 
 
-def paths_beside(out: Path, resume: Path) -> TrainPaths:
-    """The train stage's folders: `out`, out_live/ beside it, and `resume`."""
-    return TrainPaths(out, out.parent / f"{out.name}_live", resume)
+def paths_beside(out: Path, resume: Path, background: Path | None = None) -> TrainPaths:
+    """The train stage's folders: `out`, out_live/ beside it, `resume`, and the background features."""
+    return TrainPaths(out, out.parent / f"{out.name}_live", resume, background)
 
 
 def curves(history: list[dict]) -> list[tuple]:
@@ -147,7 +149,7 @@ def train_command(params_file: Path, model: str, project: Project, out: Path) ->
     return [sys.executable, "-m", "stages.train", "--params", str(params_file), "--model", model,
             "--prepared", str(project.prepared), "--features", str(project.features),
             "--out", str(out), "--live", str(out.parent / f"{out.name}_live"),
-            "--resume-dir", str(out.parent / f"{out.name}_resume")]
+            "--resume-dir", str(out.parent / f"{out.name}_resume"), "--background", str(project.background)]
 
 
 def run_to_end(command: list[str], cwd: Path) -> str:
