@@ -60,6 +60,16 @@ METADATA_COLUMNS = [  # the 14 columns of BirdCLEF 2021's train_metadata.csv
 ]
 # The tiny demo in 1 s chunks, two epochs of batches of 4 on the CPU: the whole pipeline under `dvc
 # repro` in a minute or so (tests/pipeline/).
+# The recipe elements off (every chunk every epoch, no shift, no noise, no weight average): tests of
+# the loop, resume and evaluation that pin their recipe, whatever params.yaml's defaults; the elements
+# have their own tests (tests/training/test_crops.py, test_noise.py, test_noise_folder.py, test_ema.py).
+PLAIN_RECIPE = {
+    "train.chunks_per_recording": "all",
+    "train.time_shift_frames": 0,
+    "train.background_probability": 0.0,
+    "train.nocall_probability": 0.0,
+    "train.ema_decay": 0.0,
+}
 PIPELINE_SMALL = {
     **ONE_SECOND_CHUNKS,
     "train.epochs": 2,

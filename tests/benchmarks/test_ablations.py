@@ -83,12 +83,17 @@ def test_a_row_reads_the_ast_figures_of_an_experiment(tmp_path):
 
 def test_the_recipe_set_is_none_each_element_alone_and_all():
     found = recipe_variants()
-    assert list(found) == ["rec-none", "rec-crops", "rec-noise", "rec-ema", "rec-all"]
+    assert list(found) == ["rec-none", "rec-crops", "rec-noise", "rec-ema", "rec-crops-noise", "rec-all"]
     assert all(found[name].keys() == OFF.keys() for name in found)  # every row sets every element's keys
     for element, on in ELEMENTS.items():
         changed = {key for key, value in found[f"rec-{element}"].items() if value != OFF[key]}
         assert changed == set(on)
     assert {key for key, value in found["rec-all"].items() if value != OFF[key]} == set().union(*ELEMENTS.values())
+    # The default pair is params.yaml's recipe, key for key.
+    defaults = raw_params()
+    for key, value in found["rec-crops-noise"].items():
+        section, name = key.split(".")
+        assert defaults[section][name] == value, key
 
 
 @pytest.mark.parametrize("name", list(recipe_variants()))

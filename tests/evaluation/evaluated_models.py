@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from helpers import ONE_SECOND_CHUNKS, hand_f1, make_params, prepare_and_featurize
+from helpers import ONE_SECOND_CHUNKS, PLAIN_RECIPE, hand_f1, make_params, prepare_and_featurize
 from stages.audio.store import read_feature_stats
 from stages.birdclef.prepared import load_split, read_classes
 from stages.birdclef.labels import NOCALL
@@ -17,6 +17,7 @@ from stages.training.recipe import model_for_recipe, resolve_recipe
 
 SMALL = {
     **ONE_SECOND_CHUNKS,
+    **PLAIN_RECIPE,
     "train.epochs": 1,
     "train.batch_size": 4,
     "train.time_mask": 10,

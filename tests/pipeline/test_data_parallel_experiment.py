@@ -7,11 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import ONE_SECOND_CHUNKS, project_repo
+from helpers import ONE_SECOND_CHUNKS, PLAIN_RECIPE, project_repo
 
 # 2 epochs in global batches of 5 over the tiny demo's train chunks, no augmentation (each rank
-# draws its own masks), fp32 so that only summation order separates the runs.
-NO_AUGMENTATION = {**ONE_SECOND_CHUNKS, "train.epochs": 2, "train.batch_size": 5, "train.freq_mask": 0,
+# draws its own masks, shifts and noise), fp32 so that only summation order separates the runs.
+NO_AUGMENTATION = {**ONE_SECOND_CHUNKS, **PLAIN_RECIPE, "train.epochs": 2, "train.batch_size": 5, "train.freq_mask": 0,
                    "train.time_mask": 0, "train.mixup_alpha": 0.0, "train.precision": "fp32"}
 GPUS = {**NO_AUGMENTATION, "features.device": "cuda", "train.device": "cuda"}
 CURVES = ("train_loss", "valid_loss", "valid_map")

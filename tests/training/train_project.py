@@ -14,13 +14,14 @@ import torch
 
 import stages.prepare
 import stages.training.loop
-from helpers import ONE_SECOND_CHUNKS, make_params, subprocess_env, write_params
+from helpers import ONE_SECOND_CHUNKS, PLAIN_RECIPE, make_params, subprocess_env, write_params
 from subprocesses import run_subprocess
 from stages.training.loop import TrainPaths
 
 # 1 s chunks of the tiny demo: 18 train and 9 valid chunks of 128 x 101, batches of 4.
 SMALL = {
     **ONE_SECOND_CHUNKS,
+    **PLAIN_RECIPE,
     "lr": 1e-3,
     "data.max_chunks_per_recording": 3,
     "data.valid_fraction": 0.2,
