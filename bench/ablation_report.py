@@ -30,8 +30,9 @@ RECIPE_NOTE = (
     "whatever params.yaml's defaults are. `crops`: chunks 2.5 s apart (up to 8 per recording), 3 drawn "
     "per recording each epoch, each rolled by up to 0.5 s; `noise`: background noise on half the training "
     "chunks at 0-20 dB SNR and a tenth replaced by noise alone (no target); `ema`: the weights' moving "
-    "average, decay 0.9; `crops-noise`: params.yaml's defaults; `all`: the three. Valid mAP is measured on the valid chunks of each row's chunking (2.5 s apart "
-    "gives more of them); the soundscape windows are the same in every row.")
+    "average, decay 0.9; `crops-noise`: params.yaml's defaults; `all`: the three. Valid mAP is measured "
+    "on the valid chunks of each row's chunking (2.5 s apart gives more of them); the soundscape windows "
+    "are the same in every row.")
 
 
 def with_interval(table: pd.DataFrame) -> pd.DataFrame:

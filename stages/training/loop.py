@@ -153,7 +153,7 @@ def train_one_epoch(params: Params, trainer: Trainer, train_reader: BatchReader,
                     crops: EpochCrops, epoch: int, desc: str) -> dict:
     """Train and validate epoch `epoch` (0-based); its record of the history (1-based)."""
     world = trainer.world
-    torch.manual_seed(params.seed * 1000 + epoch)  # shuffling, masks, mixup, dropout, patchout
+    torch.manual_seed(params.seed * 1000 + epoch)  # crops, order, noise, shift, masks, mixup, dropout, patchout
     started = time.perf_counter()
     epoch_lr = trainer.scheduler.get_last_lr()[0]
     order = crops.draw()  # the same on every rank

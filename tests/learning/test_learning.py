@@ -3,8 +3,10 @@ species (each with its own band, note shape and rhythm), a small EfficientNet-B0
 A misalignment anywhere in the chain (a shuffled target row, a flipped mel axis, chunks cut from
 the wrong recording) leaves the valid mAP at chance, about 0.2 for 6 classes, whatever else passes.
 
-AST-tiny from random weights must learn too (`make test-slow`: about 8 minutes on one thread): its
-recipe (sine-cosine position embeddings, warm-up, 1e-3) is what lifted it off chance on the demo.
+AST-tiny from random weights must learn too (`make test-slow`: about 8 minutes on one thread), under
+the plain recipe (every chunk every epoch, no noise): its settings (sine-cosine position embeddings,
+warm-up, 1e-3) are what lifted it off chance on the demo. Under the default recipe's crops and noise
+it does not learn in 10 epochs (docs/results.md), so that run would not tell a misalignment apart.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import make_params, prepare_and_featurize
+from helpers import PLAIN_RECIPE, make_params, prepare_and_featurize
 from stages.demo.dataset import generate
 from stages.evaluation.run import evaluate
 from stages.training.loop import TrainPaths, train
@@ -32,15 +34,17 @@ LEARNABLE = {"train.threads": 1}
 def demo(tmp_path_factory):
     work = tmp_path_factory.mktemp("learning")
     root = work / "demo"
-    params = make_params({**LEARNABLE, "data.root": str(root), "train.background": str(root / "background")})
+    overrides = {**LEARNABLE, "data.root": str(root), "train.background": str(root / "background")}
+    params = make_params(overrides)
     generate(params.demo, params.seed, root)
     prepared, features = prepare_and_featurize(root, params, work)
     write_noise_features(params, work / "background", work / "background_report.json")
-    return params, prepared, features, Path(work)
+    return overrides, prepared, features, Path(work)
 
 
-def train_and_evaluate(demo, model: str) -> dict:
-    params, prepared, features, work = demo
+def train_and_evaluate(demo, model: str, recipe: dict | None = None) -> dict:
+    overrides, prepared, features, work = demo
+    params = make_params({**overrides, **(recipe or {})})
     paths = TrainPaths(out=work / model, live=work / f"{model}-live", resume=work / "resume",
                        background=work / "background")
     summary = train(params, model, prepared, features, paths)
@@ -68,7 +72,7 @@ def test_the_valid_loss_falls_and_the_readout_says_it_learned(learned):
 
 @pytest.mark.slow
 def test_ast_learns_the_synthetic_species_from_random_weights(demo):
-    learned_ast = train_and_evaluate(demo, "ast_tiny")
+    learned_ast = train_and_evaluate(demo, "ast_tiny", PLAIN_RECIPE)
     valid = learned_ast["result"]["valid"]
     assert valid["map"] >= 0.6, f"AST valid mAP {valid['map']:.3f}: at chance it is about 0.2"
     assert learned_ast["summary"]["convergence"]["learned"]

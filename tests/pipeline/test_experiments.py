@@ -25,7 +25,7 @@ from stages.core.params import load_params
 pytestmark = pytest.mark.repro
 
 MODELS = ("efficientnet_b0", "ast_tiny")  # the models dvc.yaml's metrics and plots name
-DATA_STAGES = ("demo_data", "prepare", "featurize", "spectrograms")
+DATA_STAGES = ("demo_data", "prepare", "featurize", "background", "spectrograms")
 MODEL_STAGES = tuple(f"{stage}@{model}" for stage in ("train", "evaluate", "export", "predict") for model in MODELS)
 BASE_LR, EXP_LR = 5e-4, 1e-4
 # The README's `dvc exp show` command (its arguments), checked to fit 120 columns.
@@ -73,7 +73,7 @@ def test_repro_runs_the_whole_pipeline(project, experiment):
     committed = project.run("git", "ls-files", "reports").stdout.split()
     for path in ("reports/summary.md", "reports/comparison.csv", "reports/loss_curves.png",
                  "reports/per_class_ap.png", "reports/spectrograms.png",
-                 "reports/scores.json", "reports/timing.json",
+                 "reports/scores.json", "reports/soundscape.json", "reports/timing.json",
                  *(f"reports/{kind}/{model}.{ext}" for model in MODELS for kind, ext in (
                      ("curves", "csv"), ("per_class_ap", "csv"), ("precision_recall", "json")))):
         assert path in committed, path
@@ -117,7 +117,7 @@ def test_exp_run_reruns_only_training_and_what_follows(project, experiment):
 def test_metrics_diff_shows_both_models(project, experiment):
     print("\n`dvc metrics diff --md`:\n" + project.run("dvc", "metrics", "diff", "--md").stdout)
     diff = json.loads(project.run("dvc", "metrics", "diff", "--json").stdout)
-    assert set(diff) <= {"reports/scores.json", "reports/timing.json"}  # headline figures only
+    assert set(diff) <= {"reports/scores.json", "reports/soundscape.json", "reports/timing.json"}  # headline figures
     for model in MODELS:
         loss = diff["reports/scores.json"][f"{model}.loss"]  # another lr trains other weights
         assert loss["old"] == pytest.approx(experiment.baseline[model]["valid"]["bce_loss"], rel=1e-3)
