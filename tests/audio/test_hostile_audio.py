@@ -23,7 +23,9 @@ from stages.birdclef.chunks import chunk_windows
 from stages.core.problems import DatasetError, Problems
 
 SR = 32000
-PARAMS = make_params({"features.workers": 0, "features.device": "cpu"})
+# Chunks 5 s apart, three at most: the geometry the cases' expected reasons name.
+PARAMS = make_params({"features.workers": 0, "features.device": "cpu", "data.hop_seconds": 5.0,
+                      "data.max_chunks_per_recording": 3})
 
 
 def header_chunks(path: Path) -> list[tuple[float, float]]:

@@ -115,7 +115,7 @@ def test_a_ten_minute_recording_is_decoded_in_bounded_memory(tmp_path):
     path = root / "train_short_audio" / "a" / "long.wav"
     path.parent.mkdir(parents=True)
     sf.write(path, tone(600.0, amplitude=0.1, noise=0.01), SR, subtype="PCM_16")
-    params = make_params({"data.root": str(root)})
+    params = make_params({"data.root": str(root), "data.max_chunks_per_recording": 3})
     windows = chunk_windows(600.0, 5.0, 5.0, 2.0, params.data.max_chunks_per_recording)
     assert len(windows) == 3 and windows[-1][0] == 595.0  # spread over the whole file
     chunks = chunk_table([("train", "train_short_audio/a/long.wav", start, a) for start, a in windows])

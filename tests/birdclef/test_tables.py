@@ -123,7 +123,8 @@ def test_chunks_follow_durations_and_min_rating(tmp_path):
         write_ogg(root / "train_short_audio" / "amerob" / f"{name}.ogg", tone(seconds))
         rows.append(metadata_row("amerob", f"{name}.ogg", rating=1.0 if name == "XC4" else 4.0))
     write_metadata(root, rows)
-    p = make_params({"data.root": str(root), "data.min_rating": 2.0, "data.max_chunks_per_recording": 3})
+    p = make_params({"data.root": str(root), "data.min_rating": 2.0, "data.hop_seconds": 5.0,
+                     "data.max_chunks_per_recording": 3})
     tables = build_tables(root, p.data, p.seed, Problems(strict=True))
     chunks, labels, report = tables.chunks, tables.labels, tables.report
 

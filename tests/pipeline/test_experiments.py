@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import PIPELINE_SMALL, project_repo, ran_stages, raw_params, write_params
+from helpers import PIPELINE_SMALL, PLAIN_RECIPE, project_repo, ran_stages, raw_params, write_params
 from subprocesses import run_subprocess
 from stages.core.params import load_params
 
@@ -197,7 +197,7 @@ def test_train_needs_a_commit_in_a_fresh_git_repository(project, experiment, tmp
     shutil.copytree(project.repo / "stages", fresh / "stages", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(project.repo / "data" / "prepared", fresh / "data" / "prepared")
     shutil.copytree(project.repo / "data" / "features", fresh / "data" / "features")
-    write_params(fresh / "params.yaml", {**PIPELINE_SMALL, "train.epochs": 1})
+    write_params(fresh / "params.yaml", {**PIPELINE_SMALL, **PLAIN_RECIPE, "train.epochs": 1})
     for args in (("git", "init", "-q"), ("dvc", "init", "-q")):
         subprocess.run(args, cwd=fresh, env=project.env, check=True, capture_output=True)
     result = run_subprocess(
