@@ -3,8 +3,8 @@ with reproducible bytes.
 
 libsndfile gives every Ogg stream a random serial number, so the same audio encodes to different
 bytes on every run. The demo dataset must be byte-identical for a given seed (DVC hashes it), so we
-pin the serial number and recompute each page's checksum. Stage prepare reads the page at a file's
-end to tell a truncated recording from a whole one.
+pin the serial number and recompute each page's checksum. Stage prepare reads the pages at a file's
+two ends to tell a truncated recording, and one of several chained streams, from a whole one.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ class OggPage:
     offset: int   # where the page starts in the data
     size: int     # header + segment table + body, in bytes
     flags: int
+    serial: int   # the logical stream the page belongs to
 
     @property
     def end(self) -> int:
@@ -54,7 +55,8 @@ def page_at(data: bytes | bytearray, offset: int) -> OggPage | None:
     segment_table = data[offset + HEADER_SIZE:offset + HEADER_SIZE + n_segments]
     if len(segment_table) < n_segments:
         return None
-    return OggPage(offset, HEADER_SIZE + n_segments + sum(segment_table), header[FLAGS_OFFSET])
+    serial = struct.unpack_from("<I", header, SERIAL_OFFSET)[0]
+    return OggPage(offset, HEADER_SIZE + n_segments + sum(segment_table), header[FLAGS_OFFSET], serial)
 
 
 def pages(data: bytes | bytearray) -> Iterator[OggPage]:
@@ -80,17 +82,32 @@ def last_page(data: bytes | bytearray) -> OggPage | None:
     return None
 
 
-def ends_with_eos_page(path: Path) -> bool:
-    """True when the file ends with a whole Ogg page flagged end-of-stream.
+@dataclass(frozen=True)
+class OggEnds:
+    """The first page of an Ogg file and the whole page it ends with (None where there is none)."""
+    first: OggPage | None
+    last: OggPage | None
 
-    libsndfile reads a truncated Ogg file (say, an interrupted download) without complaint, as a
-    shorter recording; the missing end-of-stream page at its end is what gives it away.
-    """
+    @property
+    def truncated(self) -> bool:
+        """libsndfile reads a truncated Ogg file (say, an interrupted download) without complaint, as
+        a shorter recording; the missing end-of-stream page at its end is what gives it away."""
+        return self.last is None or not self.last.end_of_stream
+
+    @property
+    def chained(self) -> bool:
+        """More than one logical stream, one after another (what `cat a.ogg b.ogg` makes) or
+        multiplexed: the file ends in a stream other than the one it begins with."""
+        return self.first is not None and self.last is not None and self.first.serial != self.last.serial
+
+
+def ogg_ends(path: Path) -> OggEnds:
+    """Read only the file's first page header and its last MAX_PAGE_BYTES."""
     with path.open("rb") as file:
+        first = page_at(file.read(MAX_PAGE_BYTES), 0)
         size = file.seek(0, 2)
         file.seek(max(0, size - MAX_PAGE_BYTES))
-        page = last_page(file.read())
-    return page is not None and page.end_of_stream
+        return OggEnds(first, last_page(file.read()))
 
 
 def reseal(data: bytearray, page: OggPage) -> None:

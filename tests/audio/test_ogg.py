@@ -1,5 +1,5 @@
 """The one Ogg page reader (stages/audio/ogg.py) on real Vorbis files: pages tile a file exactly, the
-last one carries end-of-stream, a changed granule is what libsndfile then reports, and a pinned serial
+last one carries end-of-stream, a chained file ends in another stream, a changed granule is what libsndfile then reports, and a pinned serial
 gives the same bytes every time."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 
 from helpers import tone
-from stages.audio.ogg import (CAPTURE_PATTERN, GRANULE_OFFSET, encode_ogg_vorbis, ends_with_eos_page, last_page,
-                              page_at, pages, set_granule)
+from stages.audio.ogg import (CAPTURE_PATTERN, GRANULE_OFFSET, encode_ogg_vorbis, last_page, ogg_ends, page_at,
+                              pages, set_granule)
 
 SR = 32000
 
@@ -44,12 +44,21 @@ def test_a_capture_pattern_inside_packet_data_is_not_mistaken_for_a_page(vorbis)
 
 @pytest.mark.parametrize("cut, whole", [("nothing", True), ("last page", False), ("half a page", False),
                                         ("junk appended", False)])
-def test_ends_with_eos_page(tmp_path, vorbis, cut, whole):
+def test_a_file_is_truncated_unless_it_ends_with_an_end_of_stream_page(tmp_path, vorbis, cut, whole):
     last = last_page(vorbis)
     data = {"nothing": vorbis, "last page": vorbis[:last.offset], "half a page": vorbis[:last.offset + last.size // 2],
             "junk appended": vorbis + b"\0" * 100}[cut]
     (tmp_path / "a.ogg").write_bytes(data)
-    assert ends_with_eos_page(tmp_path / "a.ogg") is whole
+    assert ogg_ends(tmp_path / "a.ogg").truncated is not whole
+
+
+def test_pages_know_their_stream_and_a_chained_file_ends_in_another(tmp_path, vorbis):
+    assert {page.serial for page in pages(vorbis)} == {7}
+    (tmp_path / "one.ogg").write_bytes(vorbis)
+    (tmp_path / "chained.ogg").write_bytes(vorbis + encode_ogg_vorbis(tone(1.0), SR, serial=8))
+    one, chained = ogg_ends(tmp_path / "one.ogg"), ogg_ends(tmp_path / "chained.ogg")
+    assert not one.chained and one.first.serial == one.last.serial == 7
+    assert chained.chained and (chained.first.serial, chained.last.serial) == (7, 8) and not chained.truncated
 
 
 def test_set_granule_is_what_libsndfile_reads_as_the_length(vorbis):

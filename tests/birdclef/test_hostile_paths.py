@@ -1,6 +1,6 @@
 """Hostile headers and paths for stage prepare (stages/birdclef/metadata.py): a header claiming more
-samples than the file's bytes can hold is skipped, and no file name from the metadata reads or
-writes outside data.root or crashes the stage."""
+samples than the file's bytes can hold, a chained Ogg and a truncated one are skipped, each with what
+it is, and no file name from the metadata reads or writes outside data.root or crashes the stage."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import make_dataset, make_params, metadata_row, ogg_claiming, tone, write_ogg
+from stages.audio.ogg import encode_ogg_vorbis, last_page
 from stages.birdclef.metadata import MAX_SAMPLES_PER_BYTE, audio_duration
 from stages.birdclef.tables import build_tables
 from stages.core.problems import DatasetError, Problems
@@ -109,3 +110,26 @@ def test_a_filename_reaching_into_the_soundscapes_never_becomes_training_data(tm
     assert len(reasons) == 2 and all("not a plain file name" in r for r in reasons), reasons
     training = tables.chunks[tables.chunks["split"].isin(["train", "valid"])]
     assert not training["path"].str.contains("train_soundscapes").any()
+
+
+@pytest.mark.parametrize("second_seconds", [1.0, 60.0])
+def test_a_chained_or_truncated_ogg_is_skipped_with_what_it_is(tmp_path, second_seconds):
+    # libsndfile reads a chain of two streams as the first when the second is short, and reports no
+    # length at all (2^63 - 1 frames) when the second is too long for its search from the end.
+    root = make_dataset(tmp_path / "data", soundscape=False)
+    folder = root / "train_short_audio" / "amerob"
+    first = encode_ogg_vorbis(tone(6.0), 32000, serial=1)
+    second = encode_ogg_vorbis(tone(second_seconds), 32000, serial=2)
+    (folder / "CHAINED.ogg").write_bytes(first + second)
+    (folder / "CUT.ogg").write_bytes(first[:last_page(first).offset])
+    metadata = pd.read_csv(root / "train_metadata.csv")
+    rows = [metadata_row("amerob", "CHAINED.ogg"), metadata_row("amerob", "CUT.ogg")]
+    pd.concat([metadata, pd.DataFrame(rows)]).to_csv(root / "train_metadata.csv", index=False)
+    p = make_params({"data.root": str(root)})
+    tables = build_tables(root, p.data, p.seed, Problems(strict=False))
+    reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in tables.report["skipped"]}
+    assert reasons.keys() == {"CHAINED.ogg", "CUT.ogg"}
+    assert reasons["CHAINED.ogg"].startswith("chained Ogg file")
+    assert "serial 1 at its start, 2 at its end" in reasons["CHAINED.ogg"]
+    assert reasons["CUT.ogg"].startswith("truncated Ogg file")
+    assert not tables.chunks["path"].str.contains("CHAINED|CUT").any()
