@@ -43,11 +43,16 @@ def with_interval(table: pd.DataFrame) -> pd.DataFrame:
     return shown.drop(columns=["F1_low", "F1_high"]).rename(columns={"soundscape_F1": "soundscape_F1 [95%]"})
 
 
-def write_report(table: pd.DataFrame, out: Path, pretrained: bool, seconds: float) -> None:
+def provenance(seconds: float | None) -> str:
+    took = "" if seconds is None else f" ({seconds / 60:.0f} min for the set)"
+    return ("Queued with `dvc exp run --queue`, run with `dvc queue start`, collected from "
+            f"`dvc exp show --json` by `make ablations`{took}.")
+
+
+def write_report(table: pd.DataFrame, out: Path, pretrained: bool, seconds: float | None) -> None:
     lines = ["# AST ablations", "",
-             "Queued with `dvc exp run --queue`, run with `dvc queue start`, collected from "
-             f"`dvc exp show --json` by `make ablations` ({seconds / 60:.0f} min for the set). "
-             "One row per experiment; the EfficientNet stages were restored from the run-cache.", "",
+             f"{provenance(seconds)} One row per experiment; the EfficientNet stages were restored from the "
+             "run-cache.", "",
              with_interval(table).to_markdown(index=False, floatfmt=".4g"), "",
              "![ablations](ablations.png)", ""]
     if not pretrained:
@@ -57,15 +62,14 @@ def write_report(table: pd.DataFrame, out: Path, pretrained: bool, seconds: floa
          "AST variants (one bar per experiment)", out / "ablations.png")
 
 
-def write_recipe_report(table: pd.DataFrame, out: Path, minutes: float) -> None:
+def write_recipe_report(table: pd.DataFrame, out: Path, seconds: float | None) -> None:
     shown = with_interval(table)
     shown["nocall predicted / true"] = [f"{p:.2f} / {t:.2f}" for p, t in zip(table["nocall_predicted"],
                                                                              table["nocall_true"])]
     shown = shown.drop(columns=["nocall_predicted", "nocall_true"])
     lines = ["# Training recipe ablations", "",
-             "Queued with `dvc exp run --queue`, run with `dvc queue start`, collected from "
-             f"`dvc exp show --json` by `make ablations` ({minutes:.0f} min for the set). One row per "
-             "experiment and model; `F1_all_nocall` is the score of answering `nocall` everywhere.", "",
+             f"{provenance(seconds)} One row per experiment and model; `F1_all_nocall` is the score of "
+             "answering `nocall` everywhere.", "",
              shown.to_markdown(index=False, floatfmt=".4g"), "",
              "![recipe ablations](recipe_ablations.png)", "", RECIPE_NOTE, ""]
     write_text(out / "recipe_ablations.md", "\n".join(lines))

@@ -24,6 +24,7 @@ The AST variants:
 The EfficientNet stages are unaffected by these overrides, so DVC's run-cache restores them.
 
     python -m bench.ablations --out reports [--sets recipe,ast] [--jobs 2] [--weights path/to/deit_tiny.pth]
+    python -m bench.ablations --out reports --sets ast --collect-from <commit>   # tabulate only
 """
 
 from __future__ import annotations
@@ -112,15 +113,21 @@ def _yaml(value: object) -> str:
     return "false" if value is False else str(value)
 
 
-def collect(names: list[str], rows_of) -> pd.DataFrame:
-    """The rows `rows_of(name, data)` gives for each named experiment of `dvc exp show --json`."""
+def head_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def collect(names: list[str], rows_of, baseline: str) -> pd.DataFrame:
+    """The rows `rows_of(name, data)` gives for each named experiment derived from `baseline`, the
+    commit they were queued from (a commit made while they ran moves HEAD away from them)."""
     found = {}
-    for entry in _walk(json.loads(dvc("exp", "show", "--json").stdout)):
+    for entry in _walk(json.loads(dvc("exp", "show", "--json", "--rev", baseline).stdout)):
         if entry.get("name") in names and entry.get("data"):
             found[entry["name"]] = rows_of(entry["name"], entry["data"])
     missing = [name for name in names if name not in found]
     if missing:
-        raise SystemExit(f"`dvc exp show --json` has no results for {missing}")
+        raise SystemExit(f"`dvc exp show --json --rev {baseline}` has no results for {missing}")
     return pd.DataFrame([row for name in names for row in found[name]])
 
 
@@ -161,6 +168,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
     parser.add_argument("--weights", help="a DeiT-tiny checkpoint: also run the position-embedding variants")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait for the queue")
+    parser.add_argument("--collect-from", metavar="COMMIT",
+                        help="run nothing: tabulate the set's experiments already run from COMMIT")
     args = parser.parse_args()
     sets = args.sets.split(",")
     if not set(sets) <= {"recipe", "ast"}:
@@ -168,17 +177,20 @@ def main() -> None:
     params = load_params(args.params, timm_archs=True)
     experiments = {"recipe": recipe_variants() if "recipe" in sets else {},
                    "ast": variants(params.features.n_mels, args.weights) if "ast" in sets else {}}
-    started = time.monotonic()
-    queue_and_run({**experiments["recipe"], **experiments["ast"]}, args.jobs, args.timeout)
-    minutes_per_experiment = (time.monotonic() - started) / 60 / sum(map(len, experiments.values()))
-    if experiments["recipe"]:
-        table = collect(list(experiments["recipe"]), recipe_rows)
-        write_recipe_report(table, args.out, minutes=minutes_per_experiment * len(experiments["recipe"]))
-        print(table.to_string(index=False))
-    if experiments["ast"]:
-        table = collect(list(experiments["ast"]), _rows)
-        write_report(table, args.out, pretrained=bool(args.weights),
-                     seconds=minutes_per_experiment * 60 * len(experiments["ast"]))
+    baseline, seconds_per_experiment = args.collect_from, None  # collected only: the time is unknown
+    if baseline is None:
+        baseline, started = head_commit(), time.monotonic()
+        queue_and_run({**experiments["recipe"], **experiments["ast"]}, args.jobs, args.timeout)
+        seconds_per_experiment = (time.monotonic() - started) / sum(map(len, experiments.values()))
+    for name, rows_of in (("recipe", recipe_rows), ("ast", _rows)):
+        if not experiments[name]:
+            continue
+        table = collect(list(experiments[name]), rows_of, baseline)
+        seconds = None if seconds_per_experiment is None else seconds_per_experiment * len(experiments[name])
+        if name == "recipe":
+            write_recipe_report(table, args.out, seconds=seconds)
+        else:
+            write_report(table, args.out, pretrained=bool(args.weights), seconds=seconds)
         print(table.to_string(index=False))
 
 

@@ -3,12 +3,15 @@ report built from a `dvc exp show --json` entry."""
 
 from __future__ import annotations
 
+import json
+
 import matplotlib.image
 import pandas as pd
 import pytest
 
 from bench.ablation_report import write_recipe_report, write_report
-from bench.ablations import _row, variants
+import bench.ablations
+from bench.ablations import _row, collect, variants
 from bench.recipe_variants import ELEMENTS, OFF, recipe_rows, recipe_variants
 from helpers import raw_params
 from stages.models.ast_options import ASTOptions, patch_grid_size
@@ -79,6 +82,25 @@ def test_a_row_reads_the_ast_figures_of_an_experiment(tmp_path):
     assert "abl-tall-128x4-patchout" in text and "abl-x" in text and "random weights" in text
     assert "0.600 [0.500, 0.700]" in text  # the F1 with its interval
     assert matplotlib.image.imread(tmp_path / "ablations.png").ndim == 3
+    write_report(pd.DataFrame([row]), tmp_path, pretrained=False, seconds=None)  # tabulated only
+    assert "by `make ablations`. One row" in (tmp_path / "ablations.md").read_text()
+
+
+def test_experiments_are_collected_from_the_commit_they_were_queued_from(monkeypatch):
+    # A commit made while the queue runs moves HEAD; `dvc exp show` alone then lists none of the set.
+    asked = []
+    shown = [{"rev": "workspace"}, {"rev": "abc123", "experiments": [
+        {"revs": [{"name": "abl-tall-128x4-patchout", "data": exp_show_entry("abl-tall-128x4-patchout")}]}]}]
+
+    def fake_dvc(*args, **_):
+        asked.append(args)
+        return type("Result", (), {"stdout": json.dumps(shown)})()
+    monkeypatch.setattr(bench.ablations, "dvc", fake_dvc)
+    table = collect(["abl-tall-128x4-patchout"], lambda name, data: [_row(name, data)], "abc123")
+    assert asked == [("exp", "show", "--json", "--rev", "abc123")]
+    assert list(table["experiment"]) == ["abl-tall-128x4-patchout"]
+    with pytest.raises(SystemExit, match=r"--rev abc123` has no results for \['abl-x'\]"):
+        collect(["abl-x"], lambda name, data: [_row(name, data)], "abc123")
 
 
 def test_the_recipe_set_is_none_each_element_alone_and_all():
@@ -111,7 +133,7 @@ def test_recipe_rows_read_both_models_and_the_report_shows_intervals_and_nocall_
     assert [row["model"] for row in rows] == ["efficientnet_b0", "ast_tiny"]
     assert rows[0] == {"experiment": "rec-all", "model": "efficientnet_b0", "valid_mAP": 0.9, "soundscape_F1": 0.6,
                        **SOUNDSCAPE, "s_per_epoch": 7.0}
-    write_recipe_report(pd.DataFrame(rows), tmp_path, minutes=30)
+    write_recipe_report(pd.DataFrame(rows), tmp_path, seconds=1800)
     text = (tmp_path / "recipe_ablations.md").read_text()
     assert "0.600 [0.500, 0.700]" in text and "0.60 / 0.51" in text and "30 min" in text
     assert matplotlib.image.imread(tmp_path / "recipe_ablations.png").ndim == 3
