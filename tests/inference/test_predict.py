@@ -13,6 +13,7 @@ import soundfile as sf
 
 from bundle_files import CLASSES, chirps, make_bundle, write_soundscape
 from helpers import ROOT, run_stage, subprocess_env, write_ogg
+from stages.audio.ogg import encode_ogg_vorbis
 from stages.audio.stream import ChunkStream
 from stages.inference.run import PredictError
 from stages.predict import main
@@ -90,6 +91,8 @@ def test_unusable_files_are_listed_and_the_others_scored(bundle, tmp_path):
     (audio / "2_COR_20210101.ogg").write_bytes(b"")
     (audio / "3_COR_20210101.ogg").write_bytes(b"OggS but not really" * 50)
     write_ogg(audio / "4_COR_20210101.ogg", chirps(0.3, 1))  # below min_remainder (0.5 s): no window
+    (audio / "5_COR_20210101.ogg").write_bytes(encode_ogg_vorbis(chirps(6.0, 1), 32000, serial=1)
+                                                + encode_ogg_vorbis(chirps(6.0, 2), 32000, serial=2))
     out, report = tmp_path / "submission.csv", tmp_path / "predict.json"
     predict("--model", bundle.folder, "--audio", audio, "--out", out, "--report", report)
     assert pd.read_csv(out)["row_id"].tolist() == ["1_COR_5", "1_COR_10"]
@@ -99,6 +102,7 @@ def test_unusable_files_are_listed_and_the_others_scored(bundle, tmp_path):
     assert skipped["2_COR_20210101.ogg"] == "file is empty"
     assert "not a readable audio file" in skipped["3_COR_20210101.ogg"]
     assert "no window" in skipped["4_COR_20210101.ogg"]
+    assert skipped["5_COR_20210101.ogg"].startswith("chained Ogg file")
 
 
 def test_strict_stops_at_a_bad_file_and_keeps_the_previous_submission(bundle, tmp_path):
