@@ -33,7 +33,8 @@ MAX_README_LINES = 200
 SCORE_COLUMNS = {"valid mAP": "mAP", "soundscape row-wise F1": "F1", "min valid loss": "loss",
                  "parameters (as trained)": "params"}
 # ... and, for the baseline row, column -> column of reports/comparison.csv (the same for every model)
-BASELINE_COLUMNS = {"valid mAP": "baseline_prior_map", "soundscape row-wise F1": "baseline_nocall_f1"}
+BASELINE_COLUMNS = {"valid mAP": "baseline_prior_map", "soundscape row-wise F1": "baseline_nocall_f1",
+                    "min valid loss": "baseline_prior_loss"}
 
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

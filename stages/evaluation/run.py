@@ -91,7 +91,8 @@ def baselines(train: SplitData, valid: SplitData, soundscape: SplitData, classes
               ep: EvaluateParams, seed: int) -> dict:
     """The all-`nocall` and class-prior answers, scored like a model on the same chunks and windows."""
     prior_valid = class_prior_scores(train.targets, len(valid.targets))
-    result = {"class_prior": {"valid_map": metrics.mean_average_precision(valid.targets, prior_valid)}}
+    result = {"class_prior": {"valid_map": metrics.mean_average_precision(valid.targets, prior_valid),
+                              "valid_loss": bce(valid.targets, prior_valid)}}
     if len(soundscape.targets):
         prior_sound = class_prior_scores(train.targets, len(soundscape.targets))
         prior = score_soundscapes(soundscape, prior_sound, classes, ep, seed).metrics

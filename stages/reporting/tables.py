@@ -21,6 +21,7 @@ ROWS = [
     ("peak memory (MiB)", "peak_memory_mib", "{:.0f}"),
     ("min train loss", "min_train_loss", "{:.4g}"),
     ("min valid loss", "min_valid_loss", "{:.4g}"),
+    ("  class-prior baseline, valid loss", "baseline_prior_loss", "{:.4g}"),
     ("epochs to within 10% of final valid loss", "epochs_to_within_10pct", "{:d}"),
     ("seconds to within 10% of final valid loss", "seconds_to_within_10pct", "{:.0f}"),
     ("valid loss after 1/4, 2/4, 3/4, 4/4 of training", "valid_loss_quarters", "{}"),
@@ -72,6 +73,7 @@ def comparison_row(model: str, train_summary: dict, evaluation: dict) -> dict:
         "peak_memory_mib": train_summary["peak_memory_mib"],
         "min_train_loss": train_summary["min_train_loss"],
         "min_valid_loss": train_summary["min_valid_loss"],
+        "baseline_prior_loss": base["class_prior"]["valid_loss"],
         "epochs_to_within_10pct": speed["epochs_to_within_10pct"],
         "seconds_to_within_10pct": speed["seconds_to_within_10pct"],
         "valid_loss_quarters": ", ".join(f"{speed[f'valid_loss_q{q}']:.3g}" for q in (1, 2, 3, 4)),
@@ -115,13 +117,14 @@ def weights_text(train_summary: dict) -> str:
 
 
 def summary_markdown(comparison: pd.DataFrame, convergence: dict[str, dict], threshold_rule: str) -> str:
+    prior_losses = dict(zip(comparison["model"], comparison["baseline_prior_loss"]))
     lines = ["# Model comparison", "",
              "Produced by `dvc repro` (stage `report`) from the training and evaluation reports. "
              "Baselines are scored on the same chunks and windows as the models; intervals are "
              "bootstrap percentiles over valid recordings (mAP) and soundscape windows (F1).", "",
              summary_table(comparison).to_markdown(disable_numparse=True), "",
              f"Call threshold: {threshold_rule}.", "",
-             f"Convergence: {faster_model_sentence(convergence)}", "",
+             f"Convergence: {faster_model_sentence(convergence, prior_losses)}", "",
              "![loss curves](loss_curves.png)", "", "![per-class AP](per_class_ap.png)", "", REFERENCE]
     return "\n".join(lines)
 

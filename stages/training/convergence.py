@@ -7,7 +7,9 @@ Two readouts per model, written to the training summary and compared by the repo
   different epoch counts compare at the same fraction of their budget.
 A model whose valid loss fell by less than CONVERGED_WITHIN from its first epoch has not started
 learning: its loss is "within 10% of final" from the start, which says nothing about speed, so the
-comparison leaves it out and says so.
+comparison leaves it out and says so. So does it a model whose final valid loss is not that far
+below the class prior's (each species' training share as every chunk's score, scored by evaluate):
+a loss that fell from a bad first epoch to the prior's has learned the shares, not the birds.
 """
 
 from __future__ import annotations
@@ -35,19 +37,24 @@ def convergence(history: list[dict]) -> dict:
     }
 
 
-def faster_model_sentence(readouts: dict[str, dict]) -> str:
-    """One sentence naming which model converged faster, from each model's `convergence()`."""
+def faster_model_sentence(readouts: dict[str, dict], prior_valid_loss: dict[str, float]) -> str:
+    """One sentence naming which model converged faster, from each model's `convergence()` and the
+    class-prior baseline's valid loss on its valid split."""
     if len(readouts) < 2:
         return ""
     parts, learned = [], {}
     for model, r in readouts.items():
-        if r["learned"]:
+        prior = prior_valid_loss[model]
+        if not r["learned"]:
+            parts.append(f"{model}'s valid loss fell by less than 10% over training ({r['valid_loss_first']:.3g} "
+                         f"to {r['valid_loss_q4']:.3g}): it has not started learning")
+        elif r["valid_loss_q4"] >= prior * (1 - CONVERGED_WITHIN):
+            parts.append(f"{model}'s final valid loss ({r['valid_loss_q4']:.3g}) is not 10% below the class "
+                         f"prior's ({prior:.3g}): it has learned little beyond each species' share")
+        else:
             learned[model] = r
             parts.append(f"{model} came within 10% of its final valid loss after {r['epochs_to_within_10pct']} "
                          f"epoch(s) ({r['seconds_to_within_10pct']:.0f} s)")
-        else:
-            parts.append(f"{model}'s valid loss fell by less than 10% over training ({r['valid_loss_first']:.3g} "
-                         f"to {r['valid_loss_q4']:.3g}): it has not started learning")
     return "; ".join(parts) + f": {_verdict(learned)}."
 
 

@@ -40,7 +40,7 @@ def test_metrics_json_layout(evaluated):
                                          "row_f1", "row_f1_ci_low", "row_f1_ci_high", "row_f1_at_0.5",
                                          "nocall_fraction_true", "nocall_fraction_predicted"}
     assert result["baselines"].keys() == {"class_prior", "all_nocall"}
-    assert set(result["baselines"]["class_prior"]) == {"valid_map", "row_f1", "threshold"}
+    assert set(result["baselines"]["class_prior"]) == {"valid_map", "valid_loss", "row_f1", "threshold"}
     assert set(result["baselines"]["all_nocall"]) == {"row_f1"}
     assert set(result["inference"]) == {"windows_per_second", "batch_size", "device", "precision"}
 
@@ -139,6 +139,10 @@ def test_class_prior_baseline_by_hand(evaluated):
     valid = load_split(prepared, features, "valid").targets > 0
     present = valid.any(axis=0)
     assert baseline["valid_map"] == pytest.approx(valid.mean(axis=0)[present].mean())
+    # Valid loss: the training loss's BCE (mean over chunks and classes, soft targets) of those shares.
+    soft = load_split(prepared, features, "valid").targets.astype(np.float64)
+    by_hand = -(soft * np.log(prior) + (1 - soft) * np.log(1 - prior)).mean()
+    assert baseline["valid_loss"] == pytest.approx(by_hand, rel=1e-6)  # shares kept as float32
 
     # Soundscapes: at threshold t every window predicts the classes whose prior is >= t (else nocall);
     # tuned on the first file, scored on the second, like a model.

@@ -88,7 +88,7 @@ def test_without_soundscapes_there_is_no_soundscape_section(tmp_path):
     assert "soundscape" not in result
     assert list(result) == ["valid", "baselines", "inference"]
     assert result["baselines"].keys() == {"class_prior"}  # no soundscape: no F1 baselines
-    assert result["baselines"]["class_prior"].keys() == {"valid_map"}
+    assert result["baselines"]["class_prior"].keys() == {"valid_map", "valid_loss"}
     valid = load_split(prepared, features, "valid").targets > 0
     present = valid.any(axis=0)
     assert result["baselines"]["class_prior"]["valid_map"] == pytest.approx(valid.mean(axis=0)[present].mean())

@@ -1,9 +1,11 @@
 """stages/training/convergence.py on hand-made histories: epochs and seconds to within 10% of the final valid
-loss, the valid loss after each quarter of training, and the sentence naming the faster model."""
+loss, the valid loss after each quarter of training, and the sentence naming the faster model (which
+leaves out a model that did not learn: by its own first epoch, or against the class prior's loss)."""
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import pytest
 
@@ -72,13 +74,16 @@ def readout(epochs: int, seconds: float, learned: bool = True) -> dict:
             "valid_loss_q1": 1.0, "valid_loss_q2": 0.5, "valid_loss_q3": 0.4, "valid_loss_q4": 0.3}
 
 
+PRIOR = defaultdict(lambda: 1.0)  # the class prior's valid loss: every readout's final 0.3 is far below
+
+
 def test_sentence_needs_two_models():
-    assert faster_model_sentence({}) == ""
-    assert faster_model_sentence({"ast_tiny": readout(3, 30.0)}) == ""
+    assert faster_model_sentence({}, PRIOR) == ""
+    assert faster_model_sentence({"ast_tiny": readout(3, 30.0)}, PRIOR) == ""
 
 
 def test_sentence_same_model_faster_in_epochs_and_seconds():
-    sentence = faster_model_sentence({"efficientnet_b0": readout(4, 120.0), "ast_tiny": readout(2, 80.0)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(4, 120.0), "ast_tiny": readout(2, 80.0)}, PRIOR)
     assert sentence.startswith("efficientnet_b0 came within 10% of its final valid loss after 4 epoch(s) (120 s); "
                                "ast_tiny came within 10% of its final valid loss after 2 epoch(s) (80 s)")
     assert sentence.endswith(": ast_tiny converged faster, in epochs and in wall-clock time.")
@@ -86,16 +91,16 @@ def test_sentence_same_model_faster_in_epochs_and_seconds():
 
 def test_sentence_split_between_epochs_and_seconds():
     # AST needs fewer epochs, but its epochs are slower.
-    sentence = faster_model_sentence({"efficientnet_b0": readout(4, 40.0), "ast_tiny": readout(2, 90.0)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(4, 40.0), "ast_tiny": readout(2, 90.0)}, PRIOR)
     assert sentence.endswith(": ast_tiny converged in fewer epochs, efficientnet_b0 in less wall-clock time.")
-    sentence = faster_model_sentence({"efficientnet_b0": readout(2, 90.0), "ast_tiny": readout(4, 40.0)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(2, 90.0), "ast_tiny": readout(4, 40.0)}, PRIOR)
     assert sentence.endswith(": efficientnet_b0 converged in fewer epochs, ast_tiny in less wall-clock time.")
 
 
 def test_sentence_tie_in_epochs_is_decided_by_seconds():
-    sentence = faster_model_sentence({"efficientnet_b0": readout(3, 45.0), "ast_tiny": readout(3, 60.0)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(3, 45.0), "ast_tiny": readout(3, 60.0)}, PRIOR)
     assert sentence.endswith(": in epochs they tie; in wall-clock time efficientnet_b0 converged faster.")
-    sentence = faster_model_sentence({"efficientnet_b0": readout(3, 75.0), "ast_tiny": readout(3, 60.0)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(3, 75.0), "ast_tiny": readout(3, 60.0)}, PRIOR)
     assert sentence.endswith(": in epochs they tie; in wall-clock time ast_tiny converged faster.")
 
 
@@ -105,7 +110,7 @@ def test_sentence_from_real_histories():
     slow = convergence(history([1.0, 0.6, 0.4, 0.3, 0.3], [20.0] * 5))   # epoch 4, 80 s
     fast = convergence(history([1.0, 0.5, 0.31, 0.3, 0.3], [10.0] * 5))  # epoch 3, 30 s
     assert (slow["epochs_to_within_10pct"], fast["epochs_to_within_10pct"]) == (4, 3)
-    sentence = faster_model_sentence({"efficientnet_b0": slow, "ast_tiny": fast})
+    sentence = faster_model_sentence({"efficientnet_b0": slow, "ast_tiny": fast}, PRIOR)
     assert "after 4 epoch(s) (80 s)" in sentence and "after 3 epoch(s) (30 s)" in sentence
     assert sentence.endswith("ast_tiny converged faster, in epochs and in wall-clock time.")
 
@@ -125,8 +130,24 @@ def test_a_model_has_learned_when_its_valid_loss_fell_by_more_than_10_percent(lo
 def test_a_model_that_did_not_learn_is_not_called_faster():
     """A flat loss is 'within 10% of final' at epoch 1: without the learned flag the sentence would
     crown the model that learned nothing."""
-    sentence = faster_model_sentence({"efficientnet_b0": readout(7, 67.0), "ast_tiny": readout(1, 24.0, False)})
+    sentence = faster_model_sentence({"efficientnet_b0": readout(7, 67.0), "ast_tiny": readout(1, 24.0, False)}, PRIOR)
     assert "ast_tiny's valid loss fell by less than 10% over training (0.32 to 0.3): it has not started learning" in sentence
     assert sentence.endswith(": only efficientnet_b0 learned, so it converged faster.")
-    neither = faster_model_sentence({"a": readout(1, 5.0, False), "b": readout(1, 9.0, False)})
+    neither = faster_model_sentence({"a": readout(1, 5.0, False), "b": readout(1, 9.0, False)}, PRIOR)
     assert neither.endswith(": no model learned, so none converged.")
+
+
+def test_a_model_whose_loss_ends_at_the_class_priors_has_not_learned():
+    """The demo's random-init AST: from a bad first epoch (0.60) down to 0.477, the loss of scoring
+    every chunk with the species' training shares (0.478). It fell by 20%, yet learned no birds."""
+    ast = convergence(history([0.60, 0.48, 0.477, 0.477]))
+    assert ast["learned"]  # by its own first epoch
+    priors = {"efficientnet_b0": 0.478, "ast_tiny": 0.478}
+    sentence = faster_model_sentence({"efficientnet_b0": readout(7, 67.0), "ast_tiny": ast}, priors)
+    assert ("ast_tiny's final valid loss (0.477) is not 10% below the class prior's (0.478): it has learned "
+            "little beyond each species' share") in sentence
+    assert sentence.endswith(": only efficientnet_b0 learned, so it converged faster.")
+    # 10% below the prior's is the bar: 0.43 passes against 0.478 (0.4302 is the bound), 0.431 does not.
+    for final, passes in ((0.43, True), (0.431, False)):
+        readouts = {"efficientnet_b0": readout(7, 67.0), "ast_tiny": convergence(history([0.60, final]))}
+        assert ("ast_tiny came within 10%" in faster_model_sentence(readouts, priors)) is passes
