@@ -27,7 +27,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
-from stages.audio.ogg import ogg_ends
+from stages.audio.ogg import OggEnds, ogg_ends
 from stages.birdclef.labels import (CODE_RULE, MalformedLabels, is_code, normalize_code,
                                     parse_secondary_labels, shown)
 from stages.core.params import DataParams
@@ -192,22 +192,20 @@ def audio_duration(path: Path, root: Path) -> tuple[float | None, str | None]:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
         return None, f"not a readable audio file ({err})"
-    if info.format == "OGG" and (reason := ogg_structure_problem(path)):
-        return None, reason  # first: libsndfile may not find a chained file's length at all
     if info.frames <= 0 or info.samplerate <= 0:
         return None, "audio header reports no samples"
+    ends = ogg_ends(path) if info.format == "OGG" else None
+    if ends is not None and ends.chained:  # before the length: libsndfile may find none for a chain
+        return None, chained_reason(ends)
     if info.frames > size * MAX_SAMPLES_PER_BYTE:
         return None, (f"header claims {info.frames / info.samplerate:.0f} s ({info.frames} samples), more "
                       f"than {size} bytes can hold (at most {MAX_SAMPLES_PER_BYTE} samples a byte)")
+    if ends is not None and ends.truncated:
+        return None, "truncated Ogg file (it does not end with an end-of-stream page)"
     return info.frames / info.samplerate, None
 
 
-def ogg_structure_problem(path: Path) -> str | None:
-    ends = ogg_ends(path)
-    if ends.truncated:
-        return "truncated Ogg file (it does not end with an end-of-stream page)"
-    if ends.chained:
-        return (f"chained Ogg file: it holds more than one logical stream (serial {ends.first.serial} at its "
-                f"start, {ends.last.serial} at its end), as `cat a.ogg b.ogg` makes, and libsndfile reads only "
-                "the first; decode it and write it again as one stream to use it")
-    return None
+def chained_reason(ends: OggEnds) -> str:
+    return (f"chained Ogg file: it holds more than one logical stream (serial {ends.first.serial} at its "
+            f"start, {ends.last.serial} at its end), as `cat a.ogg b.ogg` makes, and libsndfile reads only "
+            "the first; decode it and write it again as one stream to use it")
