@@ -182,15 +182,15 @@ def main() -> None:
         baseline, started = head_commit(), time.monotonic()
         queue_and_run({**experiments["recipe"], **experiments["ast"]}, args.jobs, args.timeout)
         seconds_per_experiment = (time.monotonic() - started) / sum(map(len, experiments.values()))
-    for name, rows_of in (("recipe", recipe_rows), ("ast", _rows)):
-        if not experiments[name]:
-            continue
-        table = collect(list(experiments[name]), rows_of, baseline)
-        seconds = None if seconds_per_experiment is None else seconds_per_experiment * len(experiments[name])
-        if name == "recipe":
-            write_recipe_report(table, args.out, seconds=seconds)
-        else:
-            write_report(table, args.out, pretrained=bool(args.weights), seconds=seconds)
+    seconds = {name: None if seconds_per_experiment is None else seconds_per_experiment * len(set_)
+               for name, set_ in experiments.items()}
+    if experiments["recipe"]:
+        table = collect(list(experiments["recipe"]), recipe_rows, baseline)
+        write_recipe_report(table, args.out, seconds=seconds["recipe"])
+        print(table.to_string(index=False))
+    if experiments["ast"]:
+        table = collect(list(experiments["ast"]), _rows, baseline)
+        write_report(table, args.out, pretrained=bool(args.weights), seconds=seconds["ast"])
         print(table.to_string(index=False))
 
 
