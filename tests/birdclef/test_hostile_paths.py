@@ -19,6 +19,12 @@ from stages.core.problems import DatasetError, Problems
 
 # ----------------------------------------------------------------------- headers and paths
 
+def append_metadata(root: Path, rows: list[dict]) -> None:
+    """Add `rows` to the dataset's train_metadata.csv, after the rows it has."""
+    metadata = pd.read_csv(root / "train_metadata.csv")
+    pd.concat([metadata, pd.DataFrame(rows)]).to_csv(root / "train_metadata.csv", index=False)
+
+
 def ogg_claiming_seconds(seconds: float, sample_rate: int = 32000) -> bytes:
     """A real 3 s Ogg Vorbis file whose last page claims `seconds` (its granule position)."""
     return ogg_claiming(round(seconds * sample_rate), sample_rate)
@@ -28,9 +34,8 @@ def test_a_header_claiming_more_than_the_file_can_hold_is_skipped(tmp_path):
     root = make_dataset(tmp_path / "data", soundscape=False)
     (root / "train_short_audio" / "amerob" / "HUGE.ogg").write_bytes(ogg_claiming_seconds(1e9))  # 30 kB
     (root / "train_short_audio" / "amerob" / "LONG.ogg").write_bytes(ogg_claiming_seconds(4.0))  # a plausible lie
-    metadata = pd.read_csv(root / "train_metadata.csv")
     rows = [metadata_row("amerob", "HUGE.ogg"), metadata_row("amerob", "LONG.ogg")]
-    pd.concat([metadata, pd.DataFrame(rows)]).to_csv(root / "train_metadata.csv", index=False)
+    append_metadata(root, rows)
     p = make_params({"data.root": str(root)})
     tables = build_tables(root, p.data, p.seed, Problems(strict=False))
     chunks, report = tables.chunks, tables.report
@@ -63,9 +68,8 @@ def dataset_with_hostile_paths(tmp_path: Path, only: int | None = None):
     write_ogg(tmp_path / "elsewhere.ogg", tone(6.0))
     cases = list(hostile_paths(root, outside).items())
     cases = cases if only is None else [cases[only]]
-    metadata = pd.read_csv(root / "train_metadata.csv")
     rows = [metadata_row(primary, name) for name, (primary, _, _) in cases]
-    pd.concat([metadata, pd.DataFrame(rows)]).to_csv(root / "train_metadata.csv", index=False)
+    append_metadata(root, rows)
     return root, [expected for _, expected in cases], make_params({"data.root": str(root)})
 
 
@@ -101,9 +105,8 @@ def test_a_filename_reaching_into_the_soundscapes_never_becomes_training_data(tm
     an evaluation soundscape was then trained on."""
     root = make_dataset(tmp_path / "data")
     soundscape = next((root / "train_soundscapes").glob("*.ogg")).name
-    metadata = pd.read_csv(root / "train_metadata.csv")
     sneaky = [metadata_row("amerob", f"../../train_soundscapes/{soundscape}"), metadata_row("amerob", "sub/x.ogg")]
-    pd.concat([metadata, pd.DataFrame(sneaky)]).to_csv(root / "train_metadata.csv", index=False)
+    append_metadata(root, sneaky)
     p = make_params({"data.root": str(root)})
     tables = build_tables(root, p.data, p.seed, Problems(strict=False))
     reasons = [s["reason"] for s in tables.report["skipped"]]
@@ -122,9 +125,8 @@ def test_a_chained_or_truncated_ogg_is_skipped_with_what_it_is(tmp_path, second_
     second = encode_ogg_vorbis(tone(second_seconds), 32000, serial=2)
     (folder / "CHAINED.ogg").write_bytes(first + second)
     (folder / "CUT.ogg").write_bytes(first[:last_page(first).offset])
-    metadata = pd.read_csv(root / "train_metadata.csv")
     rows = [metadata_row("amerob", "CHAINED.ogg"), metadata_row("amerob", "CUT.ogg")]
-    pd.concat([metadata, pd.DataFrame(rows)]).to_csv(root / "train_metadata.csv", index=False)
+    append_metadata(root, rows)
     p = make_params({"data.root": str(root)})
     tables = build_tables(root, p.data, p.seed, Problems(strict=False))
     reasons = {s["file"].rsplit("/", 1)[-1]: s["reason"] for s in tables.report["skipped"]}
